@@ -1,0 +1,161 @@
+"""Training configuration: one frozen dataclass, and the presets `smoke`, `laptop` and `paper`.
+
+A change is `dataclasses.replace(config, field=value)`; checks live in `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+from dataclasses import dataclass
+
+APC_SIDES = ("both", "source", "target", "none")
+GUIDANCE = ("both", "prediction", "similarity")
+SELECTIONS = ("target-dev", "source-dev")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "conll"
+    """Corpus of every language: `conll` (en, de, es, nl) or `wikiann` (en, ar, hi, zh, ...)."""
+    sources: tuple[str, ...] = ("en",)
+    """Labelled source languages; more than one is multi-source PRAM (one prototype bank each, §3.5)."""
+    target: str = "de"
+    """Target language: its training split is used without labels."""
+    eval_languages: tuple[str, ...] = ()
+    """Further languages whose test sets the final model tags zero-shot (reported, never used to choose)."""
+    encoder: str = "me5-small"
+    """HuggingFace name or folder, `me5-small` (the offline default) or `tiny` (a random 2-layer BERT)."""
+    data_dir: str | None = None
+    """Root of the corpora; None: $PRAM_DATA_DIR, then ./data, then ../shared/data."""
+    cache_dir: str | None = None
+    """Arrow and encoder cache; None: $PRAM_CACHE_DIR, then ~/.cache/pram."""
+
+    # Model (§4.2)
+    max_length: int = 128
+    """Pieces per sentence, special tokens included; words past it are not seen and tagged O."""
+    frozen_layers: int = 3
+    """Bottom encoder layers kept frozen (the embeddings too, with freeze_embeddings)."""
+    freeze_embeddings: bool = True
+
+    # Optimisation (Algorithm 1)
+    batch_size: int = 32
+    """Labelled sentences per step from EACH source language (balanced multi-source batches)."""
+    target_batch_size: int | None = None
+    """Unlabelled target sentences per step; None: batch_size."""
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    max_steps: int = 400
+    eval_every: int = 100
+    patience: int | None = None
+    """Stop after this many evaluations without a better selection metric; None: never."""
+    train_sentences: int | None = None
+    """Use a seeded random subset of this many sentences of each training split; None: all."""
+    eval_sentences: int | None = None
+    """Evaluate on the first N sentences of each dev and test set; None: all."""
+    eval_batch_size: int = 64
+
+    # PRAM (§3.3-3.5, Appendix A)
+    apc: str = "both"
+    """Which APC terms are on: both, source (w/o T-C), target (w/o S-C), none (w/o C = BERT-f)."""
+    guidance: str = "both"
+    """Gradient paths of APC (§4.6): both, prediction (PG: p fixed), similarity (SG: q fixed)."""
+    tau: float = 0.2
+    """Temperature of the similarity softmax (Eq. 7)."""
+    lam: float = 0.9
+    """Moving-average coefficient of the prototypes, weighting the old prototype (Eq. 5)."""
+    alpha: float = 1.0
+    """Weight of the source consistency term (Eq. 9)."""
+    beta: float = 1.0
+    """Weight of the target consistency term (Eq. 9), reached after beta_start and beta_ramp."""
+    gamma: float | None = 1.5
+    """Non-entity down-sampling rate (Appendix A); None: no down-sampling."""
+    beta_start: float = 0.5
+    """Fraction of max_steps before which the target term is off (a choice beyond the paper, see README)."""
+    beta_ramp: float = 0.0
+    """Fraction of max_steps over which the target weight then rises linearly to beta."""
+    collapse_ratio: float = 0.25
+    """Flag a collapse when the target entity share falls below this fraction of the source's."""
+
+    # Selection and bookkeeping
+    selection: str = "target-dev"
+    """Metric that picks the kept checkpoint: target-dev (the paper's; uses target labels) or source-dev."""
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    """torch threads; None: leave torch's default (Ray sets 1 per CPU of a trial)."""
+    out_dir: str = "runs/train"
+    quiet: bool = False
+    """No progress bar or tables (inside a search)."""
+
+    def __post_init__(self):
+        checks = [
+            (self.apc in APC_SIDES, f"apc must be one of {APC_SIDES}"),
+            (self.guidance in GUIDANCE, f"guidance must be one of {GUIDANCE}"),
+            (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
+            (len(self.sources) >= 1, "give at least one source language"),
+            (self.target not in self.sources, f"target {self.target} is also a source"),
+            (self.tau > 0, "tau must be positive"),
+            (0 <= self.lam < 1, "lam must be in [0, 1)"),
+            (self.gamma is None or self.gamma > 0, "gamma must be positive"),
+            (0 <= self.beta_start <= 1 and 0 <= self.beta_ramp <= 1, "beta_start and beta_ramp are fractions"),
+            (self.max_steps > 0 and self.eval_every > 0 and self.batch_size > 0, "steps and sizes must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def target_batch(self) -> int:
+        return self.target_batch_size or self.batch_size
+
+    @property
+    def beta_start_step(self) -> int:
+        return round(self.beta_start * self.max_steps)
+
+    @property
+    def beta_ramp_steps(self) -> int:
+        return round(self.beta_ramp * self.max_steps)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
+        return cls(**values)
+
+
+PRESETS: dict[str, dict] = {
+    # Seconds on a CPU: a random 2-layer BERT, a few hundred real sentences. For tests and --smoke-test.
+    "smoke": dict(encoder="tiny", batch_size=8, max_steps=24, eval_every=8, train_sentences=200,
+                  eval_sentences=40, lr=1e-3, max_length=64, frozen_layers=0, beta_start=0.25),
+    # Minutes on a 2-core laptop: the offline multilingual encoder, short schedule, larger learning rate.
+    "laptop": dict(encoder="me5-small", batch_size=16, max_steps=400, eval_every=100, lr=5e-5,
+                   eval_sentences=1000),
+    # The paper's settings (§4.2), for a GPU.
+    "paper": dict(encoder="bert-base-multilingual-cased", batch_size=128, max_steps=20000, eval_every=500,
+                  patience=10, lr=1e-5, eval_sentences=None),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A preset's config, with any field replaced."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})
+
+
+DEFAULT_PRESET = "laptop"
+
+
+def field_docs() -> dict[str, str]:
+    """The docstring under each field of TrainConfig (for --help), read from the source with `ast`."""
+    body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
+    docs = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[stmt.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
