@@ -130,8 +130,10 @@ class TrainConfig:
 
 PRESETS: dict[str, dict] = {
     # Seconds on a CPU: a random 2-layer BERT, a few hundred real sentences. For tests and --smoke-test.
-    "smoke": dict(encoder="tiny", batch_size=8, max_steps=24, eval_every=8, train_sentences=200,
-                  eval_sentences=40, lr=1e-3, max_length=64, frozen_layers=0, beta_start=0.25),
+    # A random model must learn its word embeddings: nothing is frozen.
+    "smoke": dict(encoder="tiny", batch_size=8, max_steps=60, eval_every=20, train_sentences=200,
+                  eval_sentences=40, lr=3e-3, max_length=64, frozen_layers=0, freeze_embeddings=False,
+                  beta_start=1 / 3),
     # Minutes on a 2-core laptop: the offline multilingual encoder, short schedule, larger learning rate.
     "laptop": dict(encoder="me5-small", batch_size=16, max_steps=400, eval_every=100, lr=5e-5,
                    eval_sentences=1000),

@@ -14,11 +14,13 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Jensen-Shannon divergence per row, natural log (Eq. 8). Classes on the last axis, no reduction.
 
     JS(q || p) = 1/2 KL(p || m) + 1/2 KL(q || m) with m = (p + q) / 2; symmetric, in [0, ln 2].
-    `xlogy` makes 0 * log 0 = 0, so a probability of exactly zero is allowed on either side.
+    Logs are taken of values clamped at the smallest normal float, so a probability of exactly zero gives
+    0 * log 0 = 0 with a finite gradient (xlogy's gradient at 0 would be infinite, and NaN after the chain rule).
     """
-    m = 0.5 * (p + q)
-    kl_pm = torch.special.xlogy(p, p) - torch.special.xlogy(p, m)
-    kl_qm = torch.special.xlogy(q, q) - torch.special.xlogy(q, m)
+    tiny = torch.finfo(p.dtype).tiny
+    log_m = torch.log((0.5 * (p + q)).clamp_min(tiny))
+    kl_pm = p * (torch.log(p.clamp_min(tiny)) - log_m)
+    kl_qm = q * (torch.log(q.clamp_min(tiny)) - log_m)
     return 0.5 * (kl_pm + kl_qm).sum(dim=-1)
 
 
@@ -120,8 +122,8 @@ def apc_loss(
     """
     if int(known.sum()) < 2:
         return h.sum(dim=-1) * 0.0
-    q = similarity_distribution(h, prototypes, tau, known)
-    p = probs * known.to(probs.dtype)
+    q = similarity_distribution(h, prototypes[known], tau)  # (N, K_known)
+    p = probs[:, known]
     p = p / p.sum(dim=-1, keepdim=True).clamp(min=1e-12)
     if guidance == "prediction":
         p = p.detach()

@@ -99,6 +99,6 @@ def pram_objective(
     l_src = sum(src_terms, zero)
     l_tgt = sum(tgt_terms, zero)
     loss = l_sup + w.alpha * l_src + w.beta * l_tgt
-    terms = {"loss": float(loss), "sup": float(l_sup), "src_c": float(l_src), "tgt_c": float(l_tgt),
+    terms = {"loss": loss.item(), "sup": l_sup.item(), "src_c": l_src.item(), "tgt_c": l_tgt.item(),
              "kept_source": n_kept}
     return loss, terms, banks

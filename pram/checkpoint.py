@@ -1,0 +1,77 @@
+"""Checkpoints: safetensors for every tensor, JSON for everything else, written atomically.
+
+A checkpoint folder holds
+- `model.safetensors`: the weights training changes (the frozen encoder is rebuilt from `config.json`'s encoder),
+- `trainer.safetensors`: optimiser moments and prototype banks (absent in a weights-only checkpoint),
+- `state.json`: step, history, early-stopping state, optimiser hyper-parameters and the run's config.
+Nothing is unpickled on load, so a checkpoint from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def save_checkpoint(path: Path, model_state: dict[str, torch.Tensor], state: dict,
+                    trainer_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a checkpoint folder; an interrupted write leaves the previous one intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, tmp / "model.safetensors")
+        if trainer_tensors is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in trainer_tensors.items()},
+                      tmp / "trainer.safetensors")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, torch.Tensor]]:
+    """(model weights, state, trainer tensors) of a checkpoint folder."""
+    path = Path(path)
+    state = json.loads((path / "state.json").read_text())
+    model_state = load_file(path / "model.safetensors")
+    trainer_file = path / "trainer.safetensors"
+    trainer = load_file(trainer_file) if trainer_file.exists() else {}
+    return model_state, state, trainer
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimiser's state into named tensors (for safetensors) and the JSON-able rest."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, slots in sd["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

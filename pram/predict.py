@@ -1,0 +1,94 @@
+"""Use a trained checkpoint: score it on a labelled split, or tag a file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from rich.console import Console
+from rich.table import Table
+
+from pram.batches import encode_dataset
+from pram.checkpoint import load_checkpoint
+from pram.config import TrainConfig
+from pram.data.corpora import load_language
+from pram.data.readers import read_file
+from pram.encoder import load_tokenizer
+from pram.errors import UserError, at
+from pram.evaluate import evaluate, predict
+from pram.model import TokenClassifier
+from pram.train import pick_device
+
+
+def load_trained(checkpoint: str | Path, device: str = "cpu"):
+    """(model, tokenizer, run info) of a checkpoint folder written by `pram train`."""
+    path = Path(checkpoint)
+    if not (path / "state.json").is_file() or not (path / "model.safetensors").is_file():
+        raise UserError(f"{at(path)}: not a pram checkpoint (no state.json and model.safetensors): "
+                        "pass a folder under <run>/checkpoints/, e.g. best-target-dev")
+    weights, info, _ = load_checkpoint(path)
+    config = TrainConfig.from_dict(info["config"])
+    model = TokenClassifier.from_encoder(info["encoder_path"], len(info["label_names"]), config.frozen_layers,
+                                         config.freeze_embeddings)
+    missing = set(weights) - set(model.state_dict())
+    if missing:
+        raise UserError(f"{at(path)}: weights {sorted(missing)[:3]} do not fit encoder {info['encoder_path']}")
+    model.load_state_dict(weights, strict=False)
+    return model.to(device).eval(), load_tokenizer(info["encoder_path"]), info
+
+
+def evaluate_command(checkpoint: str, dataset: str, lang: str, split: str, data_dir: str | None,
+                     cache_dir: str | None, as_json: bool) -> int:
+    device = pick_device("auto")
+    model, tokenizer, info = load_trained(checkpoint, device)
+    corpus = load_language(dataset, lang, data_dir, cache_dir)
+    if split not in corpus:
+        raise UserError(f"{dataset}/{lang} has no split {split!r}: choose one of {sorted(corpus)}")
+    config = TrainConfig.from_dict(info["config"])
+    encoded = encode_dataset(corpus[split], tokenizer, config.max_length, labelled=True)
+    scores = evaluate(model, encoded, info["label_names"], tokenizer.pad_token_id, config.eval_batch_size, device)
+    scores = {"dataset": dataset, "lang": lang, "split": split, "sentences": len(encoded), **scores}
+    if as_json:
+        print(json.dumps(scores))
+        return 0
+    table = Table(title=f"{dataset}/{lang} {split}: {len(encoded)} sentences", title_justify="left")
+    for name in ("precision", "recall", "f1", *scores["per_type"]):
+        table.add_column(name, justify="right")
+    table.add_row(*(f"{scores[k]:.2f}" for k in ("precision", "recall", "f1")),
+                  *(f"{v:.2f}" for v in scores["per_type"].values()))
+    Console().print(table)
+    return 0
+
+
+def _read_sentences(path: Path) -> list[list[str]]:
+    """A CoNLL file (token first, tag last) or plain text with one sentence per line, split on white space."""
+    if not path.is_file():
+        raise UserError(f"{at(path)}: no such file: give a CoNLL file or a text file with one sentence per line")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    columns = [len(line.split()) for line in lines if line.strip() and not line.startswith("-DOCSTART-")]
+    if columns and min(columns) >= 2 and max(columns) <= 6:
+        return [list(s.tokens) for s in read_file(path)]
+    return [line.split() for line in lines if line.strip()]
+
+
+def predict_command(checkpoint: str, file: str, out: str | None) -> int:
+    device = pick_device("auto")
+    model, tokenizer, info = load_trained(checkpoint, device)
+    sentences = _read_sentences(Path(file))
+    config = replace(TrainConfig.from_dict(info["config"]))
+    data = Dataset.from_dict({"tokens": sentences})
+    encoded = encode_dataset(data, tokenizer, config.max_length, labelled=False)
+    with torch.no_grad():
+        predicted, _, _ = predict(model, encoded, tokenizer.pad_token_id, config.eval_batch_size, device)
+    names = info["label_names"]
+    text = "\n\n".join("\n".join(f"{w}\t{names[t] if t >= 0 else 'O'}" for w, t in zip(s, p))
+                       for s, p in zip(sentences, predicted)) + "\n"
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,241 @@
+"""The PRAM training loop (Algorithm 1): a plain function, config in, metrics and checkpoints out.
+
+It knows nothing of Ray: a search passes `report`, called after every evaluation with the metrics and the
+folder of the latest checkpoint. Every step is a pure function of (seed, step) for its batches, dropout and
+down-sampling, so a resumed run repeats exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from pram.batches import batch_at, collate
+from pram.checkpoint import load_checkpoint, optimizer_tensors, restore_optimizer, save_checkpoint
+from pram.config import SELECTIONS, TrainConfig
+from pram.evaluate import evaluate
+from pram.inputs import TrainData, prepare_data
+from pram.losses import beta_weight
+from pram.model import TokenClassifier
+from pram.objective import Banks, Weights, pram_objective
+from pram.report import eval_table, final_table
+
+Report = Callable[[dict, Path], None]
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def step_seed(seed: int, step: int) -> int:
+    return seed * 1_000_003 + step
+
+
+def first_pieces(model, batch: dict, device: str):
+    """Forward one batch; return h, logits and labels of the first pieces of words only (§4.2)."""
+    h, logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+    first = (batch["word_ids"] >= 0).to(device)
+    return h[first], logits[first], batch["labels"].to(device)[first]
+
+
+def build_model(config: TrainConfig, data: TrainData, device: str) -> TokenClassifier:
+    torch.manual_seed(config.seed)  # the classifier's initial weights
+    model = TokenClassifier.from_encoder(data.encoder_path, len(data.label_names), config.frozen_layers,
+                                         config.freeze_embeddings)
+    return model.to(device)
+
+
+def train_step(model, optimizer, banks: Banks, data: TrainData, config: TrainConfig, step: int, device: str):
+    """One step of Algorithm 1: a labelled batch from every source and, once the target term is on, a target batch."""
+    torch.manual_seed(step_seed(config.seed, step))  # dropout
+    generator = torch.Generator().manual_seed(step_seed(config.seed, step))  # down-sampling
+    model.train()
+    sources = []
+    for i, lang in enumerate(config.sources):
+        rows = data.source_train[lang]
+        indices = batch_at([r["length"] for r in rows], config.batch_size, config.seed + i, step)
+        sources.append(first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device))
+    beta = beta_weight(step, config.beta, config.beta_start_step, config.beta_ramp_steps)
+    target = None
+    if config.apc in ("both", "target") and beta > 0:  # no second pass while the target term is off
+        rows = data.target_train
+        indices = batch_at([r["length"] for r in rows], config.target_batch, config.seed + 997, step)
+        h_t, logits_t, _ = first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device)
+        target = (h_t, logits_t)
+    weights = Weights(config.tau, config.lam, config.alpha, beta, config.gamma, config.apc, config.guidance)
+    loss, terms, banks = pram_objective(sources, target, banks, weights, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return banks, {**terms, "beta": beta}
+
+
+def bank_stats(banks: Banks, sources: tuple[str, ...]) -> dict:
+    """How often each bank was updated, and the mean cosine distance between two banks' shared prototypes."""
+    stats = {f"bank_updates_{lang}": int(banks.updates[i]) for i, lang in enumerate(sources)}
+    normed = torch.nn.functional.normalize(banks.prototypes, dim=-1)
+    for a in range(len(sources)):
+        for b in range(a + 1, len(sources)):
+            both = banks.known[a] & banks.known[b]
+            cos = (normed[a][both] * normed[b][both]).sum(-1)
+            stats[f"bank_distance_{sources[a]}_{sources[b]}"] = float((1 - cos).mean()) if both.any() else math.nan
+    return stats
+
+
+def dev_metrics(model, data: TrainData, config: TrainConfig, device: str) -> dict:
+    """Dev scores of every source and the target, and the collapse guard (target predictions only)."""
+    metrics = {}
+    for lang, split in data.dev.items():
+        scores = evaluate(model, split, data.label_names, data.pad_token_id, config.eval_batch_size, device)
+        metrics[f"dev_f1_{lang}"] = scores["f1"]
+        if lang == config.target:
+            metrics.update(target_dev_f1=scores["f1"], target_dev_precision=scores["precision"],
+                           target_dev_recall=scores["recall"], target_deviation=scores["deviation"],
+                           target_entity_share=scores["entity_share"], target_entropy=scores["entropy"])
+    metrics["source_dev_f1"] = sum(metrics[f"dev_f1_{lang}"] for lang in config.sources) / len(config.sources)
+    metrics["source_entity_share"] = data.source_entity_share
+    return metrics
+
+
+def collapsed(metrics: dict, config: TrainConfig) -> bool:
+    """The collapse guard: with the target term on, target entity predictions have all but vanished.
+
+    It reads only what the model predicts on target text, never the target labels. Before the target term is
+    on, a model that tags nothing yet is just untrained, not collapsed.
+    """
+    share = metrics["target_entity_share"] < config.collapse_ratio * metrics["source_entity_share"]
+    return bool(share and metrics["beta"] > 0 and config.apc in ("both", "target"))
+
+
+def test_metrics(model, data: TrainData, config: TrainConfig, device: str) -> dict:
+    out = {}
+    for lang, split in data.test.items():
+        scores = evaluate(model, split, data.label_names, data.pad_token_id, config.eval_batch_size, device)
+        out[lang] = {k: scores[k] for k in ("precision", "recall", "f1", "per_type", "deviation")}
+    return out
+
+
+def _selection_score(metrics: dict, selection: str) -> float:
+    return metrics["target_dev_f1" if selection == "target-dev" else "source_dev_f1"]
+
+
+def train(config: TrainConfig, data: TrainData | None = None, report: Report | None = None,
+          resume: bool = False) -> dict:
+    """Train PRAM; write checkpoints and metrics.json under config.out_dir; return the final metrics.
+
+    resume: continue from `out_dir/checkpoints/last` if it exists (the same result as an uninterrupted run).
+    """
+    console = Console(quiet=config.quiet)
+    out = Path(config.out_dir)
+    ckpt_dir = out / "checkpoints"
+    device = pick_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    started = time.time()
+    data = data or prepare_data(config)
+    model = build_model(config, data, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    banks = Banks.empty(len(config.sources), len(data.label_names), model.encoder.config.hidden_size, device)
+    state = {"step": 0, "history": [], "best": {s: {"score": -1.0, "step": None} for s in SELECTIONS},
+             "stale": 0, "elapsed": 0.0}
+    if resume and (ckpt_dir / "last").exists():
+        weights, state, tensors = load_checkpoint(ckpt_dir / "last")
+        model.load_state_dict(weights, strict=False)
+        restore_optimizer(optimizer, tensors, state.pop("optimizer"))
+        banks = Banks(tensors["banks.prototypes"].to(device), tensors["banks.known"].to(device),
+                      tensors["banks.updates"].to(device))
+        console.print(f"resumed from {ckpt_dir / 'last'} at step {state['step']}")
+    out.mkdir(parents=True, exist_ok=True)
+    run_info = {"config": config.to_dict(), "encoder_path": data.encoder_path, "label_names": data.label_names}
+    (out / "config.json").write_text(json.dumps(run_info, indent=1))
+    if config.selection == "target-dev":
+        console.print("[yellow]model selection on target dev: this uses target labels (the paper's protocol); "
+                      "--selection source-dev is strictly zero-resource[/yellow]")
+
+    running: dict[str, float] = {}
+    elapsed_before = state["elapsed"]
+    with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=config.quiet) as bar:
+        task = bar.add_task("train", total=config.max_steps, completed=state["step"], info="")
+        while state["step"] < config.max_steps:
+            banks, terms = train_step(model, optimizer, banks, data, config, state["step"], device)
+            state["step"] += 1
+            for k, v in terms.items():
+                running[k] = running.get(k, 0.0) + v
+            bar.update(task, advance=1, info=f"loss {terms['loss']:.3f}")
+            if state["step"] % config.eval_every and state["step"] < config.max_steps:
+                continue
+            n = config.eval_every if state["step"] % config.eval_every == 0 else state["step"] % config.eval_every
+            metrics = {"step": state["step"], **{k: v / n for k, v in running.items()}}
+            running = {}
+            metrics.update(dev_metrics(model, data, config, device))
+            metrics.update(bank_stats(banks, config.sources))
+            metrics["collapse"] = collapsed(metrics, config)
+            state["elapsed"] = elapsed_before + time.time() - started
+            metrics["elapsed_s"] = state["elapsed"]
+            improved = _record(state, metrics, config, model, ckpt_dir, run_info)
+            state["history"].append(metrics)
+            _save_last(ckpt_dir, model, optimizer, banks, state, run_info)
+            (out / "metrics.json").write_text(json.dumps({"history": state["history"]}, indent=1))
+            bar.console.print(eval_table(metrics, config, improved))
+            if metrics["collapse"]:
+                bar.console.print(f"[red]collapse: the model tags {100 * metrics['target_entity_share']:.1f}% "
+                                  f"of {config.target} tokens as entities, against "
+                                  f"{100 * data.source_entity_share:.1f}% of source tokens[/red]")
+            if report is not None:
+                report(metrics, ckpt_dir / "last")
+            if config.patience is not None and state["stale"] >= config.patience:
+                bar.console.print(f"early stop: no better {config.selection} F1 in {config.patience} evaluations")
+                break
+    return _finish(config, data, model, ckpt_dir, state, device, console, out)
+
+
+def _record(state: dict, metrics: dict, config: TrainConfig, model, ckpt_dir: Path, run_info: dict) -> bool:
+    """Keep the best weights by each selection metric; return whether the configured one improved."""
+    improved = False
+    for selection in SELECTIONS:
+        score = _selection_score(metrics, selection)
+        best = state["best"][selection]
+        if score > best["score"]:
+            state["best"][selection] = {"score": score, "step": metrics["step"]}
+            save_checkpoint(ckpt_dir / f"best-{selection}", model.trainable_state_dict(),
+                            {**run_info, "step": metrics["step"], "selection": selection, "score": score})
+            improved |= selection == config.selection
+    state["stale"] = 0 if improved else state["stale"] + 1
+    return improved
+
+
+def _save_last(ckpt_dir: Path, model, optimizer, banks: Banks, state: dict, run_info: dict) -> None:
+    tensors, optim_meta = optimizer_tensors(optimizer)
+    tensors.update({"banks.prototypes": banks.prototypes, "banks.known": banks.known,
+                    "banks.updates": banks.updates})
+    save_checkpoint(ckpt_dir / "last", model.trainable_state_dict(),
+                    {**run_info, **state, "optimizer": optim_meta}, tensors)
+
+
+def _finish(config, data, model, ckpt_dir, state, device, console, out) -> dict:
+    """Test scores of the weights each selection rule would keep; the configured one is `test`."""
+    selected = {}
+    for selection in SELECTIONS:
+        weights, info, _ = load_checkpoint(ckpt_dir / f"best-{selection}")
+        model.load_state_dict(weights, strict=False)
+        selected[selection] = {"step": info["step"], "dev_score": info["score"],
+                               "test": test_metrics(model, data, config, device)}
+    final = {"config": config.to_dict(), "steps": state["step"], "elapsed_s": state["elapsed"],
+             "selection": config.selection, "test": selected[config.selection]["test"],
+             "selected_by": selected, "history": state["history"],
+             "collapsed": bool(state["history"] and state["history"][-1]["collapse"])}
+    (out / "metrics.json").write_text(json.dumps(final, indent=1))
+    console.print(final_table(final, config))
+    console.print(f"metrics: {out / 'metrics.json'}   checkpoint: {ckpt_dir / ('best-' + config.selection)}")
+    return final

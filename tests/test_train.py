@@ -1,0 +1,138 @@
+"""The trainer end to end on real sentences with a tiny random BERT (the `smoke` preset)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pram.config import preset
+from pram.inputs import prepare_data
+from pram.train import build_model, first_pieces, train
+from pram.batches import collate
+
+
+@pytest.fixture(scope="module")
+def smoke_config(data_dir, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return preset("smoke", data_dir=str(data_dir), cache_dir=str(cache), quiet=True,
+                  out_dir=str(tmp_path_factory.mktemp("run")))
+
+
+@pytest.fixture(scope="module")
+def smoke_data(smoke_config):
+    return prepare_data(smoke_config)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_config, smoke_data):
+    return train(smoke_config, smoke_data)
+
+
+def test_smoke_run_lowers_the_loss_and_writes_metrics_and_checkpoints(smoke_config, smoke_run):
+    history = smoke_run["history"]
+    assert [h["step"] for h in history] == [20, 40, 60]
+    assert history[-1]["sup"] < history[0]["sup"]
+    out = smoke_config.out_dir
+    metrics = json.loads(open(f"{out}/metrics.json").read())
+    assert metrics["history"] == json.loads(json.dumps(history))
+    assert set(metrics["test"]) == {"en", "de"}
+    for lang in ("en", "de"):
+        assert 0 <= metrics["test"][lang]["f1"] <= 100
+    for name in ("last", "best-target-dev", "best-source-dev"):
+        weights = load_file(f"{out}/checkpoints/{name}/model.safetensors")
+        assert "classifier.weight" in weights
+    assert "banks.prototypes" in load_file(f"{out}/checkpoints/last/trainer.safetensors")
+    # The target term is off for the first third of the steps (beta_start), then on.
+    assert history[0]["beta"] == 0 and history[0]["tgt_c"] == 0
+    assert history[-1]["beta"] == 1.0 and history[-1]["tgt_c"] > 0
+    assert not any(h["collapse"] for h in history)  # the guard stays quiet on a normal run
+
+
+def test_only_first_pieces_enter_the_loss(smoke_config, smoke_data):
+    model = build_model(smoke_config, smoke_data, "cpu")
+    rows = smoke_data.source_train["en"][:4]
+    batch = collate(rows, smoke_data.pad_token_id)
+    h, logits, labels = first_pieces(model, batch, "cpu")
+    n_first = sum(sum(w >= 0 for w in r["word_ids"]) for r in rows)
+    assert h.shape[0] == logits.shape[0] == labels.shape[0] == n_first
+    assert (labels >= 0).all()
+    labelled = sum(sum(lab >= 0 for lab in r["labels"]) for r in rows)
+    assert labelled == n_first  # a labelled piece is exactly a first piece
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_at(step):
+    def report(metrics, checkpoint):
+        if metrics["step"] == step:
+            raise Interrupted
+    return report
+
+
+def test_resume_reproduces_the_uninterrupted_run(smoke_config, smoke_data, smoke_run, tmp_path):
+    cut = replace(smoke_config, out_dir=str(tmp_path / "cut"))
+    with pytest.raises(Interrupted):  # killed just after the checkpoint of step 40
+        train(cut, smoke_data, report=interrupt_at(40))
+    final = train(cut, smoke_data, resume=True)
+    assert [h["step"] for h in final["history"]] == [20, 40, 60]
+    assert final["history"][-1]["loss"] == pytest.approx(smoke_run["history"][-1]["loss"], rel=1e-5)
+    a = load_file(f"{smoke_config.out_dir}/checkpoints/last/model.safetensors")
+    b = load_file(f"{tmp_path}/cut/checkpoints/last/model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_two_runs_with_one_seed_agree(smoke_config, smoke_data, smoke_run, tmp_path):
+    again = train(replace(smoke_config, out_dir=str(tmp_path / "again")), smoke_data)
+    assert again["history"][-1]["loss"] == smoke_run["history"][-1]["loss"]
+    assert again["test"]["de"]["f1"] == smoke_run["test"]["de"]["f1"]
+
+
+def test_apc_none_has_no_consistency_terms(smoke_config, smoke_data, tmp_path):
+    run = train(replace(smoke_config, apc="none", out_dir=str(tmp_path / "none"), max_steps=20), smoke_data)
+    assert run["history"][-1]["src_c"] == 0 and run["history"][-1]["tgt_c"] == 0
+
+
+def test_multi_source_smoke_run(data_dir, tmp_path):
+    config = preset("smoke", sources=("en", "es", "nl"), target="de", data_dir=str(data_dir),
+                    cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "multi"), quiet=True)
+    with pytest.raises(Interrupted):
+        train(config, report=interrupt_at(40))
+    final = train(config, resume=True)
+    assert final["steps"] == 60
+    last = final["history"][-1]
+    assert last["sup"] < final["history"][0]["sup"]
+    assert {k for k in last if k.startswith("bank_updates_")} == {"bank_updates_en", "bank_updates_es",
+                                                                  "bank_updates_nl"}
+    assert last["bank_updates_en"] == 60
+    assert 0 <= last["bank_distance_en_es"] <= 2
+
+
+def test_cli_smoke_and_bad_input(data_dir, tmp_path):
+    env_args = ["--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache")]
+    ok = subprocess.run([sys.executable, "-m", "pram.cli", "train", "--smoke-test", "--max-steps", "20",
+                         "--out", str(tmp_path / "cli"), *env_args],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "test F1" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "pram.cli", "train", "--smoke-test", "--tau", "-1", *env_args],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "tau must be positive" in bad.stderr and "Traceback" not in bad.stderr
+    shutil.rmtree(tmp_path / "cli")
+
+
+def test_collapse_guard_fires_on_a_run_built_to_collapse(smoke_config, smoke_data, tmp_path):
+    """Huge consistency weights from step 0 and no down-sampling drive every target prediction to O."""
+    config = replace(smoke_config, out_dir=str(tmp_path / "collapse"), alpha=20.0, beta=20.0, beta_start=0.0,
+                     gamma=None)
+    final = train(config, smoke_data)
+    assert final["collapsed"]
+    assert all(h["collapse"] for h in final["history"])
+    assert final["history"][-1]["target_entity_share"] < 0.25 * final["history"][-1]["source_entity_share"]
