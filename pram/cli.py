@@ -129,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "unlabelled target text; checkpoints and metrics.json go to --out.")
     _add_train_args(train)
 
+    ex = sub.add_parser("experiment", help="repeated runs of APC variants x targets x seeds, summarised",
+                        description="Run every combination of --variants, --targets and --seeds with the same "
+                                    "steps and data, in parallel processes; write runs.parquet and summary.md "
+                                    "(mean and standard deviation of test F1, beside the paper's Table 5).")
+    _add_train_args(ex)
+    ex.add_argument("--variants", type=_csv, default=("both", "none"), help="APC variants (default: both,none)")
+    ex.add_argument("--targets", type=_csv, default=("de",), help="target languages (default: de)")
+    ex.add_argument("--seeds", type=_csv, default=("0", "1", "2"), help="seeds (default: 0,1,2)")
+    ex.add_argument("--parallel", type=int, default=2, help="runs at a time (default: 2, one per core)")
+    ex.add_argument("--runs-dir", default="runs/experiment", help="checkpoints and metrics of each run")
+    ex.add_argument("--results", required=True, help="folder for runs.parquet and summary.md, e.g. results/x")
+
     ev = sub.add_parser("evaluate", help="score a checkpoint on a labelled split")
     ev.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/<run>/checkpoints/best-target-dev")
     ev.add_argument("--dataset", choices=("conll", "wikiann"), default="conll")
@@ -157,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         config = train_config_from_args(args)
         final = train(config, resume=args.resume)
         return 0 if final else 1
+    if args.command == "experiment":
+        from pram.experiment import experiment_command
+        return experiment_command(args)
     if args.command == "evaluate":
         from pram.predict import evaluate_command
         return evaluate_command(args.checkpoint, args.dataset, args.lang, args.split, args.data_dir,
@@ -167,8 +182,20 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def quiet_libraries() -> None:
+    """Our own progress bar and tables are the output; the libraries' per-call bars are noise."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "experiment", "evaluate", "predict"):
+        quiet_libraries()
     try:
         return run(args)
     except UserError as e:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -64,13 +64,16 @@ def evaluate_command(checkpoint: str, dataset: str, lang: str, split: str, data_
     return 0
 
 
+TAG = re.compile(r"^(O|[BI]-[A-Za-z][A-Za-z0-9_]*)$")
+
+
 def _read_sentences(path: Path) -> list[list[str]]:
     """A CoNLL file (token first, tag last) or plain text with one sentence per line, split on white space."""
     if not path.is_file():
         raise UserError(f"{at(path)}: no such file: give a CoNLL file or a text file with one sentence per line")
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    columns = [len(line.split()) for line in lines if line.strip() and not line.startswith("-DOCSTART-")]
-    if columns and min(columns) >= 2 and max(columns) <= 6:
+    last = [line.split()[-1] for line in lines if line.strip() and not line.startswith("-DOCSTART-")]
+    if last and all(len(line.split()) >= 2 for line in lines if line.strip()) and all(TAG.match(t) for t in last):
         return [list(s.tokens) for s in read_file(path)]
     return [line.split() for line in lines if line.strip()]
 
@@ -79,7 +82,7 @@ def predict_command(checkpoint: str, file: str, out: str | None) -> int:
     device = pick_device("auto")
     model, tokenizer, info = load_trained(checkpoint, device)
     sentences = _read_sentences(Path(file))
-    config = replace(TrainConfig.from_dict(info["config"]))
+    config = TrainConfig.from_dict(info["config"])
     data = Dataset.from_dict({"tokens": sentences})
     encoded = encode_dataset(data, tokenizer, config.max_length, labelled=False)
     with torch.no_grad():

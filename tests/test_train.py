@@ -136,3 +136,32 @@ def test_collapse_guard_fires_on_a_run_built_to_collapse(smoke_config, smoke_dat
     assert final["collapsed"]
     assert all(h["collapse"] for h in final["history"])
     assert final["history"][-1]["target_entity_share"] < 0.25 * final["history"][-1]["source_entity_share"]
+
+
+def test_evaluate_and_predict_a_checkpoint(smoke_config, smoke_run, data_dir, tmp_path):
+    from pram.predict import load_trained
+
+    checkpoint = f"{smoke_config.out_dir}/checkpoints/best-target-dev"
+    cli = [sys.executable, "-m", "pram.cli"]
+    env_args = ["--data-dir", str(data_dir), "--cache-dir", smoke_config.cache_dir]
+    # Scoring the selected checkpoint on the first 40 German test sentences repeats the run's own number.
+    scored = subprocess.run([*cli, "evaluate", checkpoint, "--lang", "de", "--json", *env_args],
+                            capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stderr
+    full_test = json.loads(scored.stdout)
+    assert full_test["sentences"] == 3005  # the official count of CoNLL-2003 German test
+    model, tokenizer, info = load_trained(checkpoint)
+    assert info["step"] == smoke_run["selected_by"]["target-dev"]["step"]
+
+    text = tmp_path / "sentences.txt"
+    text.write_text("Angela Merkel besuchte Paris .\nDer FC Bayern gewann .\n", encoding="utf-8")
+    tagged = subprocess.run([*cli, "predict", checkpoint, str(text)], capture_output=True, text=True)
+    assert tagged.returncode == 0, tagged.stderr
+    sentences = tagged.stdout.strip().split("\n\n")
+    assert [line.split("\t")[0] for line in sentences[0].splitlines()] == ["Angela", "Merkel", "besuchte",
+                                                                           "Paris", "."]
+    assert all(line.split("\t")[1] in info["label_names"] for s in sentences for line in s.splitlines())
+
+    missing = subprocess.run([*cli, "predict", str(tmp_path), str(text)], capture_output=True, text=True)
+    assert missing.returncode == 2 and "not a pram checkpoint" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -1,0 +1,145 @@
+"""Repeated runs side by side: APC variants x targets x seeds, same steps and data, summarised per language.
+
+`pram experiment --variants both,none --seeds 0,1,2 --targets de` runs every combination (in parallel
+processes, each with its share of the cores), then writes to --results:
+- `runs.parquet`: one row per run and test language (variant, target, seed, selection, F1, ...),
+- `summary.md`: mean and standard deviation of test F1 per language, chosen on target dev and on source dev,
+  with the command that made it and the paper's Table 5 beside it.
+Runs that finished are not repeated: their metrics.json is read back (so an interrupted experiment resumes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import statistics
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+
+from pram.config import SELECTIONS, TrainConfig
+
+# The paper's Table 5 (ablations, single source en, mBERT). w/o C is the BERT-f-like baseline.
+PAPER_TABLE5 = {
+    "conll": {"both": {"de": 77.64, "es": 82.06, "nl": 83.15}, "target": {"de": 76.62, "es": 80.63, "nl": 81.57},
+              "source": {"de": 72.38, "es": 75.91, "nl": 78.56}, "none": {"de": 70.93, "es": 74.72, "nl": 77.74}},
+    "wikiann": {"both": {"ar": 57.44, "hi": 74.67, "zh": 55.46}, "target": {"ar": 54.36, "hi": 73.01, "zh": 53.29},
+                "source": {"ar": 46.67, "hi": 68.14, "zh": 51.46}, "none": {"ar": 44.13, "hi": 67.68, "zh": 52.37}},
+}
+VARIANT_NAMES = {"both": "PRAM", "target": "w/o S-C (--apc target)", "source": "w/o T-C (--apc source)",
+                 "none": "w/o C = BERT-f (--apc none)"}
+
+
+def _run_one(config: TrainConfig, threads: int) -> dict:
+    import torch
+
+    from pram.cli import quiet_libraries
+    from pram.train import train
+
+    quiet_libraries()
+    torch.set_num_threads(threads)
+    metrics_file = Path(config.out_dir) / "metrics.json"
+    if metrics_file.exists():
+        final = json.loads(metrics_file.read_text())
+        if "selected_by" in final:
+            return final
+    return train(replace(config, quiet=True, threads=threads), resume=True)
+
+
+def rows_of(final: dict, variant: str) -> list[dict]:
+    config = final["config"]
+    rows = []
+    for selection in SELECTIONS:
+        kept = final["selected_by"][selection]
+        for lang, scores in kept["test"].items():
+            rows.append({"variant": variant, "target": config["target"], "seed": config["seed"],
+                         "selection": selection, "step": kept["step"], "lang": lang,
+                         "role": "target" if lang == config["target"] else
+                         "source" if lang in config["sources"] else "zero-shot",
+                         "f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
+                         "collapsed": final["collapsed"], "elapsed_s": final["elapsed_s"]})
+    return rows
+
+
+def summary_markdown(rows: list[dict], dataset: str, command: str) -> str:
+    """Mean ± std of test F1 per variant and language, for each selection rule, beside the paper's Table 5."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    lines = [f"Command: `{command}`", ""]
+    for target in dict.fromkeys(r["target"] for r in rows):
+        order = {"target": 0, "source": 1, "zero-shot": 2}
+        langs = list(dict.fromkeys(r["lang"] for r in sorted(rows, key=lambda r: order[r["role"]])
+                                   if r["target"] == target))
+        for selection in SELECTIONS:
+            lines += [f"### Target {target}, checkpoint chosen on {selection}", "",
+                      "| variant | seeds | " + " | ".join(f"{lang} test F1" for lang in langs) + " |",
+                      "|---|---|" + "---|" * len(langs)]
+            for v in variants:
+                cells = []
+                n = 0
+                for lang in langs:
+                    f1 = [r["f1"] for r in rows if (r["variant"], r["target"], r["selection"], r["lang"])
+                          == (v, target, selection, lang)]
+                    n = len(f1)
+                    sd = statistics.stdev(f1) if len(f1) > 1 else 0.0
+                    cells.append(f"{statistics.mean(f1):.2f} ± {sd:.2f}" if f1 else "")
+                lines.append(f"| {VARIANT_NAMES.get(v, v)} | {n} | " + " | ".join(cells) + " |")
+            lines.append("")
+    paper = PAPER_TABLE5.get(dataset)
+    if paper:
+        langs = list(next(iter(paper.values())))
+        lines += ["### The paper's Table 5 (mBERT, 20,000 steps, batch 128; single source en)", "",
+                  "| variant | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+        for v, scores in paper.items():
+            lines.append(f"| {VARIANT_NAMES[v]} | " + " | ".join(f"{scores[lang]:.2f}" for lang in langs) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def experiment(base: TrainConfig, variants: list[str], targets: list[str], seeds: list[int], parallel: int,
+               runs_dir: Path, results_dir: Path, command: str) -> list[dict]:
+    from rich.console import Console
+
+    console = Console()
+    jobs = {}
+    for target in targets:
+        for variant in variants:
+            for seed in seeds:
+                out = runs_dir / f"{base.dataset}-{'+'.join(base.sources)}-to-{target}-{variant}-seed{seed}"
+                everyone = dict.fromkeys((*base.eval_languages, base.target, *targets))
+                eval_languages = tuple(lang for lang in everyone if lang != target and lang not in base.sources)
+                jobs[(variant, target, seed)] = replace(base, target=target, apc=variant, seed=seed,
+                                                        out_dir=str(out), eval_languages=eval_languages)
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    console.print(f"{len(jobs)} runs, {parallel} at a time, {threads} thread(s) each; runs under {runs_dir}")
+    rows = []
+    with ProcessPoolExecutor(parallel, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_run_one, config, threads): key for key, config in jobs.items()}
+        for done in as_completed(futures):
+            variant, target, seed = futures[done]
+            final = done.result()
+            rows += rows_of(final, variant)
+            console.print(f"done: {variant} {target} seed {seed}: {target} test F1 {final['test'][target]['f1']:.2f}"
+                          f" ({final['elapsed_s'] / 60:.1f} min)")
+    rows.sort(key=lambda r: (r["target"], variants.index(r["variant"]), r["seed"], r["selection"], r["lang"]))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), results_dir / "runs.parquet")
+    (results_dir / "summary.md").write_text(summary_markdown(rows, base.dataset, command))
+    print((results_dir / "summary.md").read_text())
+    return rows
+
+
+def experiment_command(args) -> int:
+    from pram.cli import train_config_from_args
+
+    args.target = args.targets[0]
+    base = train_config_from_args(args)
+    command = "pram " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    experiment(base, list(args.variants), list(args.targets), [int(s) for s in args.seeds], args.parallel,
+               Path(args.runs_dir), Path(args.results), command)
+    return 0
