@@ -1,0 +1,313 @@
+"""The search front door (`tune/search.py`): its space, its command line, and real smoke-preset searches.
+
+The searches run `python tune/search.py` as a user does, on real sentences with a tiny random model; each
+starts its own Ray (a few seconds) with everything under the test's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pram.config import PRESETS  # noqa: E402
+from tune.space import PAPER_RANGES, Choice, Interval, make_sampler, parse_range  # noqa: E402
+from tune.space import search_ranges, space_function  # noqa: E402
+
+SMOKE_ROUNDS = PRESETS["smoke"]["max_steps"] // PRESETS["smoke"]["eval_every"]
+FIRST_EVAL = PRESETS["smoke"]["eval_every"]
+
+
+def sample(ranges, seed: int, n: int) -> list[dict]:
+    """The first n configurations a seeded TPE study draws from the define-by-run space (no Ray)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(seed, n))
+    space = space_function(ranges)
+    configs = []
+    for i in range(n):
+        trial = study.ask()
+        space(trial)
+        configs.append(trial.params)
+        study.tell(trial, float(i))  # any value: TPE then proposes from what it has seen
+    return configs
+
+
+@pytest.mark.parametrize("dataset", ["conll", "wikiann"])
+def test_sampled_values_stay_within_the_papers_ranges(dataset):
+    low = {"conll": 0.5, "wikiann": 1.0}[dataset]
+    high = {"conll": 1.5, "wikiann": 3.0}[dataset]
+    configs = sample(search_ranges(dataset), seed=3, n=30)
+    for c in configs:
+        assert set(c) == {"tau", "lam", "alpha", "beta", "gamma"}
+        assert 0.15 <= c["tau"] <= 0.25 and 0.8 <= c["lam"] <= 0.99
+        assert low <= c["alpha"] <= high and low <= c["beta"] <= high
+        assert c["gamma"] in (1.0, 1.5, 2.0)
+    assert len({c["gamma"] for c in configs}) == 3  # every choice is tried in 30 draws
+    assert max(c["alpha"] for c in configs) > (low + high) / 2 > min(c["alpha"] for c in configs)
+
+
+def test_a_seed_gives_the_same_first_configurations():
+    ranges = search_ranges("conll")
+    first = sample(ranges, seed=7, n=8)  # past TPE's random start (4 of 8), so TPE's own proposals too
+    assert sample(ranges, seed=7, n=8) == first
+    assert sample(ranges, seed=8, n=8) != first
+
+
+def test_ranges_from_the_command_line_replace_or_add_one_setting():
+    ranges = search_ranges("conll", ["tau=0.1:0.3", "gamma=1.0,none", "beta_start=0.5", "beta-ramp=0.1:0.2"])
+    assert ranges["tau"] == Interval(0.1, 0.3)
+    assert ranges["gamma"] == Choice((1.0, None))
+    assert ranges["beta_start"] == Choice((0.5,))
+    assert ranges["beta_ramp"] == Interval(0.1, 0.2)
+    assert ranges["lam"] == PAPER_RANGES["conll"]["lam"]
+    configs = sample(ranges, seed=0, n=10)
+    for c in configs:
+        assert 0.1 <= c["tau"] <= 0.3 and c["gamma"] in (1.0, None) and c["beta_start"] == 0.5
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tau", "NAME=LOW:HIGH"),
+    ("lr=0.1:0.2", "cannot be searched"),
+    ("tau=0.3:0.1", "low end must be below"),
+    ("lam=0.5:1.2", "lam must be in [0, 1)"),
+    ("gamma=1.0,x", "not LOW:HIGH"),
+    ("tau=nan:1", "every value must be a finite number"),
+])
+def test_a_bad_range_is_refused_with_one_line(text, message):
+    from pram.errors import UserError
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_range(text)
+
+
+def test_asha_counts_evaluations_and_waits_for_the_target_term():
+    from pram.config import preset
+    from tune.run import schedule
+
+    laptop = preset("laptop", max_steps=150, eval_every=50, beta_start=0.3)
+    assert schedule(laptop, search_ranges("conll")) == (3, 1)  # step 50 already trains with the target term
+    late = preset("laptop", max_steps=400, eval_every=100, beta_start=0.5)
+    assert schedule(late, search_ranges("conll")) == (4, 3)  # on from step 200: first seen at step 300
+    searched = search_ranges("conll", ["beta_start=0.1:0.8"])
+    assert schedule(late, searched) == (4, 4)  # the latest start (step 320) counts
+
+
+def test_a_killed_search_leaves_no_optuna_trial_running():
+    from optuna.trial import TrialState
+
+    from tune.study import settle
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for _ in range(4):
+        trial = study.ask()
+        trial.suggest_float("tau", 0.15, 0.25)
+        trial.report(10.0, 1)
+    study.tell(0, 30.0)  # told before the kill
+    results = [({"optuna_trial": 0}, {"target_dev_f1": 30.0, "training_iteration": 3}, False),
+               ({"optuna_trial": 1}, {"target_dev_f1": 20.0, "training_iteration": 2, "pruned": True}, False),
+               ({"optuna_trial": 2}, {"target_dev_f1": 40.0, "training_iteration": 3}, False)]
+    states = settle(study, results, "target_dev_f1")  # trial 3 has no Tune trial: asked, never started
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.PRUNED, 2: TrialState.COMPLETE,
+                      3: TrialState.FAIL}
+    assert [t.value for t in study.trials] == [30.0, 20.0, 40.0, None]
+    assert study.trials[1].intermediate_values == {1: 10.0, 2: 20.0}  # the value at the stop is recorded
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--targets", "de,xx"], "'xx' is not a target of conll in multi-source mode; choose from en,de,es,nl"),
+    (["--range", "tau=0.3:0.1"], "--range tau=0.3:0.1: the low end must be below the high end"),
+    (["--resume"], "nothing to resume"),
+])
+def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, data_dir, extra, message):
+    run = subprocess.run([sys.executable, "tune/search.py", "--dataset", "conll", "--mode", "multi",
+                          "--data-dir", str(data_dir), "--out", str(tmp_path / "run"), *extra],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert message in run.stderr
+    assert not (tmp_path / "run" / "ray").exists()  # refused before Ray started
+
+
+def test_help_explains_every_flag():
+    run = subprocess.run([sys.executable, "tune/search.py", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0
+    for flag in ("--dataset", "--mode", "--targets", "--preset", "--num-samples", "--max-concurrent",
+                 "--cpus-per-trial", "--gpus-per-trial", "--address", "--storage", "--objective", "--seed",
+                 "--final-seeds", "--resume", "--smoke-test", "--data-dir", "--out", "--range"):
+        assert flag in run.stdout
+
+
+def search_command(out: Path, data_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "tune/search.py", "--dataset", "conll", "--mode", "multi", "--smoke-test",
+            "--targets", "de", "--data-dir", str(data_dir), "--out", str(out), *extra]
+
+
+def search_env(cache: Path, **extra: str) -> dict:
+    return {**os.environ, "PRAM_CACHE_DIR": str(cache), "COLUMNS": "120", **extra}
+
+
+def study_trials(out: Path, name: str = "conll-multi-de") -> list[optuna.trial.FrozenTrial]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'optuna.db'}").trials
+
+
+def columns(path: Path) -> dict[str, pa.DataType]:
+    return {f.name: f.type for f in pq.read_schema(path)}
+
+
+def test_smoke_search_end_to_end_writes_every_result(tmp_path, data_dir):
+    out = tmp_path / "results" / "conll-multi-smoke"
+    run = subprocess.run(search_command(out, data_dir, "--final-seeds", "2"), cwd=ROOT,
+                         env=search_env(tmp_path / "cache"), capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1" in run.stderr
+    assert "tensorboard --logdir" in run.stderr
+
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(trials) == 4
+    schema = columns(out / "trials.parquet")
+    for name, kind in [("target", pa.string()), ("optuna_trial", pa.int64()), ("trial_id", pa.string()),
+                       ("status", pa.string()), ("stopped_round", pa.int64()), ("stopped_step", pa.int64()),
+                       ("objective", pa.float64()), ("wall_s", pa.float64()), ("cpu_s", pa.float64()),
+                       ("gpu_s", pa.float64()), ("restarts", pa.int64()), ("tau", pa.float64()),
+                       ("lam", pa.float64()), ("alpha", pa.float64()), ("beta", pa.float64()),
+                       ("gamma", pa.float64()), ("beta_start", pa.float64()), ("target_dev_f1", pa.float64()),
+                       ("source_dev_f1", pa.float64()), ("dev_f1_en", pa.float64()), ("loss", pa.float64()),
+                       ("collapse", pa.bool_()), ("target_entity_share", pa.float64())]:
+        assert schema[name] == kind, name
+    assert sorted(t["optuna_trial"] for t in trials) == [0, 1, 2, 3]
+    for t in trials:
+        assert t["status"] in ("TERMINATED", "PRUNED")
+        assert 1 <= t["stopped_round"] <= SMOKE_ROUNDS
+        assert t["stopped_step"] == t["stopped_round"] * FIRST_EVAL
+        assert (t["status"] == "PRUNED") == (t["stopped_round"] < SMOKE_ROUNDS)
+        assert 0.15 <= t["tau"] <= 0.25 and t["gamma"] in (1.0, 1.5, 2.0)
+        assert t["wall_s"] > 0 and t["cpu_s"] > 0 and t["gpu_s"] == 0 and t["restarts"] == 0
+        assert t["objective"] == t["target_dev_f1"]
+
+    history = pq.read_table(out / "history.parquet").to_pylist()
+    assert len(history) == sum(t["stopped_round"] for t in trials)
+    schema = columns(out / "history.parquet")
+    for name, kind in [("target", pa.string()), ("optuna_trial", pa.int64()), ("round", pa.int64()),
+                       ("step", pa.int64()), ("target_dev_f1", pa.float64()), ("collapse", pa.bool_())]:
+        assert schema[name] == kind, name
+    last = {t["optuna_trial"]: t["target_dev_f1"] for t in trials}
+    for h in history:
+        if h["round"] == next(t for t in trials if t["optuna_trial"] == h["optuna_trial"])["stopped_round"]:
+            assert h["target_dev_f1"] == last[h["optuna_trial"]]
+
+    # Optuna: one study per target, every trial finished, early stops PRUNED with their value at the stop.
+    states = {t.number: t for t in study_trials(out)}
+    for t in trials:
+        frozen = states[t["optuna_trial"]]
+        assert frozen.state.name == {"TERMINATED": "COMPLETE", "PRUNED": "PRUNED"}[t["status"]]
+        assert frozen.value == pytest.approx(t["objective"])
+        assert len(frozen.intermediate_values) == t["stopped_round"]
+
+    best = json.loads((out / "best.json").read_text())
+    assert best["de"]["value"] == max(t["objective"] for t in trials if t["status"] == "TERMINATED")
+    assert best["de"]["sources"] == ["en", "es", "nl"] and set(best["de"]["config"]) == {
+        "tau", "lam", "alpha", "beta", "gamma"}
+
+    final = pq.read_table(out / "final.parquet").to_pylist()
+    assert columns(out / "final.parquet") == {
+        "target": pa.string(), "lang": pa.string(), "role": pa.string(), "seeds": pa.int64(),
+        "f1_mean": pa.float64(), "f1_std": pa.float64(), "precision_mean": pa.float64(),
+        "recall_mean": pa.float64(), "f1_per_seed": pa.list_(pa.float64()), "paper_f1": pa.float64()}
+    assert [(r["lang"], r["role"]) for r in final] == [("de", "target"), ("en", "source"), ("es", "source"),
+                                                       ("nl", "source")]
+    for r in final:
+        assert r["seeds"] == 2 and len(r["f1_per_seed"]) == 2
+        assert r["f1_mean"] == pytest.approx(sum(r["f1_per_seed"]) / 2)
+        assert r["f1_std"] == pytest.approx(abs(r["f1_per_seed"][0] - r["f1_per_seed"][1]) / 2 ** 0.5)
+        assert r["paper_f1"] is None  # Table 4's multi-source PRAM row is missing from the paper's text
+
+    summary = (out / "summary.md").read_text()
+    assert "| de | en,es,nl |" in summary and "missing from the paper's text" in summary
+    assert "not directly comparable" in summary
+    # Ray's own files stay in the run's folder; checkpoints are kept for the best and the last round only.
+    assert (out / "ray" / "tmp").is_dir() and (out / "ray" / "experiments" / "search-de").is_dir()
+    for trial_dir in (out / "ray" / "experiments" / "search-de").glob("trial-*"):
+        assert 1 <= len(list(trial_dir.glob("checkpoint_*"))) <= 2
+    assert not list((out / "ray" / "work").glob("*/*"))  # the trials' working copies are gone
+
+
+def session_processes(session: int) -> list[int]:
+    """Processes of the session a test started (the search and the Ray it started), zombies left out."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == session and " Z " not in (entry / "stat").read_text():
+                    found.append(int(entry.name))
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                pass
+    return found
+
+
+def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, data_dir):
+    out = tmp_path / "run"
+    cache = tmp_path / "cache"
+    driver = subprocess.Popen(search_command(out, data_dir, "--final-seeds", "0"), cwd=ROOT,
+                              env=search_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and driver.poll() is None:  # until the first trial has reported
+            progress = out.glob("ray/experiments/search-de/*/progress.csv")
+            if any(len(p.read_text().splitlines()) >= 2 for p in progress):
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, "the search ended before it could be killed"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        # The Ray processes of the killed driver (some survive it, with parent 1) are this test's to end.
+        for pid in session_processes(driver.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert not (out / "trials.parquet").exists()
+
+    run = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(cache),
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    frozen = study_trials(out)
+    assert len(frozen) == 4
+    assert {t.state.name for t in frozen} <= {"COMPLETE", "PRUNED"}
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
+    assert sorted(t["optuna_trial"] for t in trials) == [0, 1, 2, 3]
+    assert {t["status"] for t in trials} <= {"TERMINATED", "PRUNED"}
+    assert len({t["trial_id"] for t in trials}) == 4
+
+
+def test_a_trial_that_raises_is_retried_from_its_checkpoint(tmp_path, data_dir):
+    out = tmp_path / "run"
+    env = search_env(tmp_path / "cache", PRAM_TUNE_FAIL_AT_STEP=str(FIRST_EVAL))
+    run = subprocess.run(search_command(out, data_dir, "--num-samples", "2", "--final-seeds", "0"), cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "injected fault after step" in run.stderr
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(trials) == 2
+    for t in trials:
+        assert t["status"] in ("TERMINATED", "PRUNED") and t["restarts"] == 1
+    # Each trial's first round was recorded once, before the fault; the retry went on from it.
+    history = pq.read_table(out / "history.parquet").to_pylist()
+    for t in trials:
+        rounds = [h["round"] for h in history if h["trial_id"] == t["trial_id"]]
+        assert rounds == list(range(1, t["stopped_round"] + 1))
+    assert {t.state.name for t in study_trials(out)} <= {"COMPLETE", "PRUNED"}

@@ -1,0 +1,90 @@
+"""Starting and stopping Ray so that everything it writes stays in the run's folder.
+
+A local Ray gets `_temp_dir=<run>/ray/tmp` (sessions, logs, sockets, trial working folders) and an auth token
+file there too (Ray 2.60 otherwise writes ~/.ray/auth_token). Unix socket paths may not exceed 107 bytes;
+when the run's folder is too deep for that, Ray is pointed at a short symbolic link to it in the system's
+temporary folder (the link is removed at the end; the files stay in the run's folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from pram.errors import UserError
+
+MAX_SOCKET_PATH = 107
+SESSION_SUFFIX = 62  # what Ray appends: /session_<date>_<time>_<us>_<pid>/sockets/plasma_store
+
+
+def temp_dir_for(folder: Path) -> tuple[Path, Path | None]:
+    """(the folder to give Ray, the link made for it or None)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(str(folder)) + SESSION_SUFFIX <= MAX_SOCKET_PATH:
+        return folder, None
+    digest = hashlib.sha1(str(folder).encode()).hexdigest()[:10]
+    link = Path(tempfile.gettempdir()) / f"pram-ray-{digest}"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(folder, target_is_directory=True)
+    return link, link
+
+
+def local_auth_token(run_dir: Path) -> None:
+    """Token authentication stays on, with its token in the run's folder instead of ~/.ray.
+
+    Call it before Ray is imported: Ray reads the mode once, on import.
+    """
+    if "RAY_AUTH_MODE" in os.environ or "RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ:
+        return  # the user's choice
+    if "ray" in sys.modules:
+        raise RuntimeError("local_auth_token must run before ray is imported")
+    folder = run_dir / "ray"
+    folder.mkdir(parents=True, exist_ok=True)
+    token = folder / "auth_token"
+    if not token.exists():
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+
+
+@contextlib.contextmanager
+def ray_running(run_dir: Path, address: str | None, num_cpus: int | None = None):
+    """Ray for the length of a search: a new local instance, or the cluster at `address` (auto, ray://...)."""
+    import ray
+
+    ray_dir = run_dir / "ray"
+
+    link = None
+    quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 configure_logging=True)
+    try:
+        if address:
+            # Workers elsewhere need the code: ship pram/ and tune/ with the job.
+            root = Path(__file__).resolve().parents[1]
+            runtime_env = {"py_modules": [str(root / "pram"), str(root / "tune")]} if \
+                address.startswith("ray://") else None
+            try:
+                ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise UserError(f"--address {address}: cannot connect to Ray ({e}); start it with "
+                                "`ray start --head` or leave --address out for a local Ray") from None
+        else:
+            temp, link = temp_dir_for(ray_dir / "tmp")
+            # "local": a new Ray of our own even if `ray start` or RAY_ADDRESS points elsewhere
+            ray.init(address="local", num_cpus=num_cpus, _temp_dir=str(temp), **quiet)
+        yield ray
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if link is not None:
+            link.unlink(missing_ok=True)
+        sys.stdout.flush()

@@ -1,0 +1,172 @@
+"""What a person sees while a search runs: a rich table of the trials, the best so far, time spent and left;
+and the table at the end.
+
+`LiveView` is a `tune.Callback`, so it sees every trial in the driver. Tune pickles it with the run's settings
+(for `--resume`), so the console and the live display are made in `setup` and left out of the pickle.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ray.tune import Callback
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+STATE_STYLE = {"RUNNING": "cyan", "TERMINATED": "green", "PRUNED": "yellow", "ERROR": "red", "PENDING": "dim",
+               "PAUSED": "dim"}
+FINISHED = ("TERMINATED", "PRUNED", "ERROR")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _state(trial) -> str:
+    if trial.status == "TERMINATED" and (trial.last_result or {}).get("pruned"):
+        return "PRUNED"
+    return trial.status
+
+
+class LiveView(Callback):
+    """One stage of a run: the search of one target (num_trials trials of up to max_rounds evaluations each),
+    or its final retraining (one trial per seed)."""
+
+    def __init__(self, title: str, num_trials: int, max_rounds: int, metric: str, params: list[str]):
+        self.title, self.num_trials, self.max_rounds = title, num_trials, max_rounds
+        self.metric, self.params = metric, params
+        self._reset()
+
+    def _reset(self) -> None:
+        self._console: Console | None = None
+        self._live: Live | None = None
+        self._started = time.time()
+        self._rounds_at_start: int | None = None
+        self._rows: list[dict] = []  # a snapshot of the trials, read by the display's refresh thread
+        self._best: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
+    def setup(self, **info) -> None:
+        self._reset()
+        self._console = Console(stderr=True)
+        if self._console.is_terminal:
+            self._live = Live(self, console=self._console, refresh_per_second=2)
+            self._live.start()
+        else:
+            self._console.print(f"[bold]{self.title}[/bold]: {self.num_trials} trial(s), "
+                                f"up to {self.max_rounds} evaluation(s) each")
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        rows = []
+        for trial in trials:
+            result = trial.last_result or {}
+            if self.metric in result:  # (the test report of a final run has none)
+                self._last[trial.trial_id] = result[self.metric]
+                self._best[trial.trial_id] = max(result[self.metric], self._best.get(trial.trial_id, -1.0))
+            rows.append({"config": trial.config, "state": _state(trial), "round": self._round(result),
+                         "last": self._last.get(trial.trial_id), "best": self._best.get(trial.trial_id)})
+        if self._rounds_at_start is None:  # a resumed run: its earlier rounds do not count for the pace
+            self._rounds_at_start = sum(r["round"] for r in rows)
+        self._rows = rows
+
+    def _round(self, result: dict) -> int:
+        rounds = result.get("training_iteration", 0)
+        return rounds - 1 if result.get("final") else rounds  # the test report of a final run is no round
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.on_step_end(iteration, trials)
+        best = self._best.get(trial.trial_id)
+        # Tune calls this before it marks the trial TERMINATED
+        state = "pruned" if (trial.last_result or {}).get("pruned") else "finished"
+        self._log(f"{self._name(trial.config)} {state} after "
+                  f"{self._round(trial.last_result or {})} evaluation(s): best {self.metric} "
+                  f"{'-' if best is None else f'{best:.2f}'}")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._log(f"[red]{self._name(trial.config)} failed[/red]: see {trial.path}/error.txt")
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._log(f"[yellow]{self._name(trial.config)} raised; retried from its last checkpoint[/yellow]")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.on_step_end(0, trials)
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        elif self._console is not None:
+            self._console.print(self.__rich__())
+
+    def _log(self, message: str) -> None:
+        if self._live is not None:
+            self._live.console.print(message)
+        elif self._console is not None:
+            self._console.print(message)
+
+    @staticmethod
+    def _name(config: dict) -> str:
+        if "optuna_trial" in config:
+            return f"trial {config['optuna_trial']}"
+        return f"seed {config.get('seed')}"
+
+    def _time_left(self, rows: list[dict]) -> str:
+        """Evaluations left (an upper bound: pruning ends trials early) at the pace seen so far."""
+        done = sum(r["round"] for r in rows) - (self._rounds_at_start or 0)
+        left = (self.num_trials - len(rows)) * self.max_rounds + sum(
+            self.max_rounds - r["round"] for r in rows if r["state"] not in FINISHED)
+        if left == 0:
+            return "0:00:00"
+        if done <= 0:
+            return "?"
+        return "at most " + _duration(left * (time.time() - self._started) / done)
+
+    def __rich__(self):
+        rows = self._rows
+        table = Table(show_edge=False, pad_edge=False)
+        metric = self.metric.removesuffix("_f1") + " F1"
+        for name in ("trial", "state", "evals", *self.params, metric, "best"):
+            table.add_column(name, justify="left" if name in ("trial", "state") else "right")
+        for r in rows:
+            values = [f"{r['config'][p]:.3g}" if isinstance(r["config"].get(p), float) else
+                      str(r["config"].get(p, "-")) for p in self.params]
+            table.add_row(self._name(r["config"]), Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
+                          f"{r['round']}/{self.max_rounds}", *values,
+                          "-" if r["last"] is None else f"{r['last']:.2f}",
+                          "-" if r["best"] is None else f"{r['best']:.2f}")
+        scored = [r for r in rows if r["best"] is not None]
+        top = max(scored, key=lambda r: r["best"], default=None)
+        best = "-" if top is None else f"{top['best']:.2f} ({self._name(top['config'])})"
+        finished = sum(r["state"] in FINISHED for r in rows)
+        header = Text.from_markup(
+            f"[bold]{self.title}[/bold]  {finished}/{self.num_trials} done  best {self.metric}: {best}  "
+            f"elapsed {_duration(time.time() - self._started)}  left {self._time_left(rows)}")
+        return Group(header, table)
+
+
+def summary_table(best: dict, final: list[dict], counts: dict, paper: dict, mode: str) -> Table:
+    """The end of a run: test F1 of each target's final runs beside the paper's, and what the search did."""
+    table = Table(title="test F1 of the best settings (entity-level micro, %)", title_justify="left")
+    for name in ("target", "sources", "here (mean ± sd)", "paper PRAM", "trials done / pruned / failed",
+                 "best settings"):
+        table.add_column(name, justify="right" if name.startswith(("here", "paper")) else "left")
+    for target, entry in best.items():
+        row = next((r for r in final if r["target"] == target and r["lang"] == target), None)
+        here = "-" if row is None else f"{row['f1_mean']:.2f}" + (
+            f" ± {row['f1_std']:.2f}" if row["f1_std"] is not None else "") + f" (n={row['seeds']})"
+        theirs = "not in the text" if mode == "multi" else (
+            f"{paper[target]:.2f}" if target in paper else "-")
+        c = counts.get(target, {})
+        settings = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in entry.get("config", {}).items())
+        table.add_row(target, ",".join(entry.get("sources", [])), here, theirs,
+                      f"{c.get('TERMINATED', 0)} / {c.get('PRUNED', 0)} / {c.get('ERROR', 0)}", settings)
+    return table

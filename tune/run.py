@@ -1,0 +1,195 @@
+"""One search run: for each target, load its data once, search, retrain the best settings with several seeds;
+then the results files and a summary. `search.py` turns the command line into the `Settings` this takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import optuna
+import pyarrow.parquet as pq
+from optuna.trial import TrialState
+from rich.console import Console
+
+from pram.cli import CONLL_LANGS, train_config_from_args
+from pram.config import TrainConfig
+from pram.errors import UserError
+from tune import results
+from tune.cluster import local_auth_token, ray_running
+from tune.space import SEARCHABLE, describe, search_ranges
+
+STATUS = {TrialState.COMPLETE: "TERMINATED", TrialState.PRUNED: "PRUNED", TrialState.FAIL: "ERROR"}
+
+
+def base_config(s, target: str) -> TrainConfig:
+    """The preset's training config for one target, with the search's overrides (every trial starts here)."""
+    from pram.data.corpora import available_languages
+
+    langs = CONLL_LANGS if s.dataset == "conll" else tuple(available_languages("wikiann", s.data_dir))
+    # single-source: English is the source; multi-source: the corpus's other languages are
+    targets = [lang for lang in langs if s.mode == "multi" or lang != "en"]
+    if target not in targets:
+        raise UserError(f"--targets: {target!r} is not a target of {s.dataset} in {s.mode}-source mode; "
+                        f"choose from {','.join(targets)}")
+    args = argparse.Namespace(dataset=s.dataset, mode=s.mode, source=None, target=target, preset=s.preset,
+                              smoke_test=False, eval_languages=None, data_dir=s.data_dir,
+                              cache_dir=s.cache_dir, out_dir=str(Path(s.out) / "ray" / "work"), **s.train)
+    try:
+        config = train_config_from_args(args)
+    except UserError as e:  # a training setting given on the command line that TrainConfig refuses
+        raise UserError(str(e).removeprefix("pram train: ")) from None
+    return replace(config, selection=s.objective, seed=s.seed)
+
+
+def schedule(config: TrainConfig, ranges: dict) -> tuple[int, int]:
+    """(rounds, grace period): ASHA counts evaluations. No trial is stopped before the first evaluation
+    after the target term is on (beta_start; the latest start when it is searched): before that, the target
+    weight beta, one of the searched settings, has had no effect."""
+    rounds = math.ceil(config.max_steps / config.eval_every)
+    start = ranges.get("beta_start")
+    latest = max(getattr(start, "values", None) or [getattr(start, "high", config.beta_start)])
+    grace = round(latest * config.max_steps) // config.eval_every + 1
+    return rounds, max(1, min(grace, rounds))
+
+
+def trial_resources(s, ray) -> tuple[dict, int]:
+    """Resources of one trial and how many run at once."""
+    cluster = ray.cluster_resources()
+    gpus = s.gpus_per_trial if s.gpus_per_trial is not None else (1.0 if cluster.get("GPU", 0) >= 1 else 0.0)
+    fit = math.floor(cluster.get("CPU", 1) / s.cpus_per_trial)
+    if gpus:
+        fit = min(fit, math.floor(cluster.get("GPU", 0) / gpus))
+    return {"cpu": s.cpus_per_trial, "gpu": gpus}, s.max_concurrent or max(1, fit)
+
+
+def run_search(s, resume: bool) -> int:
+    out = Path(s.out)
+    ranges = search_ranges(s.dataset, s.ranges)
+    bases = {target: base_config(s, target) for target in s.targets}  # bad input fails before Ray starts
+    out.mkdir(parents=True, exist_ok=True)
+    if not s.address:
+        local_auth_token(out)
+    if not resume:
+        (out / "run.json").write_text(json.dumps(asdict(s), indent=1) + "\n")
+    # Ctrl+C ends the driver at once (Tune's handler would let it go on to the next stage); --resume goes on.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # The live view replaces Tune's reporter (Ray 2.60's new one prints its banner even with verbose=0), and
+    # a snapshot of the experiment after every checkpoint is wanted here: it is what --resume starts from.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
+    console = Console(stderr=True)
+    console.print(f"[bold]search[/bold] {s.dataset} {s.mode}-source, preset {s.preset}, targets "
+                  f"{','.join(s.targets)}: {s.num_samples} trials each; {describe(ranges)}")
+    console.print(f"watch it: optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1", soft_wrap=True)
+    records, finals, best = [], {}, {}
+    with ray_running(out, s.address) as ray:
+        resources, concurrency = trial_resources(s, ray)
+        import datasets
+
+        from pram.inputs import prepare_data
+        from tune.stages import final_stage, search_stage
+
+        datasets.disable_progress_bars()  # the live view is the one display
+
+        for target in s.targets:
+            base = bases[target]
+            data = prepare_data(base) if not s.address else portable(prepare_data(base))
+            rounds, grace = schedule(base, ranges)
+            study_name = f"{s.dataset}-{s.mode}-{target}"
+            grid = search_stage(s, target, base, data, ranges, storage, study_name, resources, concurrency,
+                                rounds, grace, resume)
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            target_records = collect(grid, target, study, s.metric, resources["gpu"])
+            records += target_records
+            best[target] = best_entry(study, base, s)
+            results.write_best(out / "best.json", best)
+            if s.final_seeds and best[target]:
+                final_grid = final_stage(s, target, base, data, best[target]["config"], resources,
+                                         concurrency, rounds, resume)
+                finals[target] = [r.metrics for r in final_grid if r.metrics and r.metrics.get("final")]
+            del data
+    write_results(s, out, records, best, finals, bases)
+    print_end(s, out, best, console)
+    return 0
+
+
+def portable(data):
+    """Dev and test sets that pickle with their rows: the Arrow cache files they map are on this machine
+    only, and a cluster runs trials elsewhere."""
+    def in_memory(splits: dict) -> dict:
+        return {lang: split.flatten_indices(keep_in_memory=True) for lang, split in splits.items()}
+
+    return replace(data, dev=in_memory(data.dev), test=in_memory(data.test))
+
+
+def collect(grid, target: str, study: optuna.Study, metric: str, gpus: float) -> list[results.TrialRecord]:
+    """One record per Tune trial; the Optuna study is settled first, so none is left RUNNING."""
+    from tune.study import settle
+
+    trials = [(r.config or {}, r.metrics or {}, r.error is not None) for r in grid]
+    states = settle(study, trials, metric)
+    records = []
+    for r in grid:
+        history = r.metrics_dataframe.to_dict("records") if r.metrics_dataframe is not None else []
+        history = [{k: v for k, v in h.items() if "/" not in k} for h in history]
+        number = (r.config or {}).get("optuna_trial")
+        status = "ERROR" if r.error is not None else STATUS.get(states.get(number), "ERROR")
+        records.append(results.TrialRecord(target, r.config or {}, history, r.metrics or {}, status, gpus))
+    return records
+
+
+def best_entry(study: optuna.Study, base: TrainConfig, s) -> dict:
+    """The best Optuna trial: among complete ones, else among pruned ones (their value at the stop)."""
+    trials = study.get_trials(deepcopy=False)
+    for states in ((TrialState.COMPLETE,), (TrialState.PRUNED,)):
+        scored = [t for t in trials if t.state in states and t.value is not None]
+        if scored:
+            top = max(scored, key=lambda t: t.value)
+            return {"study": study.study_name, "optuna_trial": top.number, "state": top.state.name,
+                    "objective": s.objective, "value": top.value, "config": top.params,
+                    "sources": list(base.sources), "preset": s.preset, "encoder": base.encoder}
+    return {}
+
+
+def write_results(s, out: Path, records, best, finals, bases) -> None:
+    base_values = {t: {name: getattr(b, name) for name in SEARCHABLE} for t, b in bases.items()}
+    results.write_table(out / "trials.parquet", results.trial_rows(records, s.metric, base_values),
+                        results.TRIAL_COLUMNS)
+    results.write_table(out / "history.parquet", results.history_rows(records), results.HISTORY_COLUMNS)
+    roles = {t: {lang: ("target" if lang == t else "source" if lang in b.sources else "zero-shot")
+                 for lang in (t, *b.sources, *b.eval_languages)} for t, b in bases.items()}
+    final = results.final_rows(s.dataset, s.mode, finals, roles)
+    results.write_final(out / "final.parquet", final)
+    counts = {t: Counter(r.status for r in records if r.target == t) for t in s.targets}
+    encoder = next(iter(bases.values())).encoder
+    run = {**asdict(s), "encoder": encoder}
+    (out / "summary.md").write_text(results.summary_markdown(run, best, final, counts))
+
+
+def print_end(s, out: Path, best: dict, console: Console) -> None:
+    from tune.live import summary_table
+
+    final = pq.read_table(out / "final.parquet").to_pylist()
+    counts = Counter((r["target"], r["status"]) for r in pq.read_table(out / "trials.parquet").to_pylist())
+    by_target = {t: {status: n for (target, status), n in counts.items() if target == t} for t in best}
+    paper = results.PAPER_F1.get((s.dataset, s.mode), {})
+    console.print(summary_table(best, final, by_target, paper, s.mode))
+    if s.mode == "multi":
+        console.print("The paper's multi-source PRAM row (Table 4) is missing from its text.")
+    encoder = next((entry["encoder"] for entry in best.values() if entry), "?")
+    console.print(f"The encoder is {encoder}, not the paper's mBERT: the numbers are not directly "
+                  "comparable.")
+    shown = out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out
+    # soft_wrap: paths and commands stay whole on one line, to be copied
+    console.print(f"\n[bold]results[/bold] {shown}/: summary.md best.json trials.parquet history.parquet "
+                  "final.parquet", soft_wrap=True)
+    console.print(f"dashboards:\n  optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1\n"
+                  f"  tensorboard --logdir {s.storage} --host 127.0.0.1", soft_wrap=True)

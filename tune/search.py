@@ -1,0 +1,237 @@
+#!/usr/bin/env python
+"""Tune PRAM with Ray Tune (Optuna TPE, ASHA early stopping); retrain the best settings with several seeds.
+
+    python tune/search.py --dataset conll --mode multi                 # laptop default: local Ray, all cores
+    python tune/search.py --dataset conll --mode multi --smoke-test    # tiny random model, real sentences
+    python tune/search.py --dataset wikiann --mode single --preset paper --gpus-per-trial 0.5 --address auto
+    python tune/search.py --dataset conll --mode multi --resume        # continue a search whose driver died
+
+One Optuna study per target language, in <out>/optuna.db. Results: <out>/{trials,history,final}.parquet,
+best.json, summary.md; checkpoints and Ray's own files under <out>/ray/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `python tune/search.py` puts tune/ first on sys.path; the repository root is wanted instead, so that this
+# folder is the package `tune` (for the driver, Ray's workers and a restored Tuner alike).
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+from dataclasses import dataclass, field, fields  # noqa: E402
+
+from pram.config import PRESETS, TrainConfig, field_docs  # noqa: E402
+from pram.errors import UserError  # noqa: E402
+from tune.space import SEARCHABLE  # noqa: E402
+
+# What a search does by default with each preset. The laptop schedule is shorter than `pram train`'s laptop
+# preset, with a larger learning rate and shorter sentences: measured on 2 cores (me5-small, 1 thread a trial,
+# two at a time), a multi-source CoNLL trial takes about 3 minutes and reaches a German dev F1 of about 45.
+SEARCH_DEFAULTS = {
+    "smoke": dict(num_samples=4, max_concurrent=2, final_seeds=2, train={}),
+    "laptop": dict(num_samples=4, max_concurrent=None, final_seeds=2,
+                   train=dict(max_steps=150, eval_every=50, lr=1e-4, batch_size=8, max_length=64,
+                              train_sentences=2000, eval_sentences=200, beta_start=0.3)),
+    "paper": dict(num_samples=40, max_concurrent=None, final_seeds=5, train={}),
+}
+DEFAULT_TARGETS = {"conll": ("de", "es", "nl"), "wikiann": ("ar", "hi", "zh")}
+OBJECTIVES = {"target-dev": "target_dev_f1", "source-dev": "source_dev_f1"}
+# TrainConfig fields a search sets itself, not offered as flags.
+NOT_FLAGS = {"dataset", "sources", "target", "eval_languages", "data_dir", "cache_dir", "out_dir", "quiet",
+             "threads", "selection", "seed"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a search was asked to do; saved as <out>/run.json so that --resume repeats it."""
+
+    dataset: str
+    mode: str
+    targets: tuple[str, ...]
+    preset: str
+    num_samples: int
+    max_concurrent: int | None
+    cpus_per_trial: float
+    gpus_per_trial: float | None
+    address: str | None
+    storage: str
+    objective: str
+    seed: int
+    final_seeds: int
+    out: str
+    data_dir: str
+    cache_dir: str | None
+    ranges: tuple[str, ...]
+    train: dict = field(default_factory=dict)
+    prune_collapsed: bool = True
+    max_failures: int = 2
+
+    @property
+    def metric(self) -> str:
+        return OBJECTIVES[self.objective]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tune/search.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search PRAM's hyper-parameters (Optuna TPE + ASHA on Ray Tune), one study per target "
+                    "language, then retrain each target's best settings with --final-seeds seeds and report "
+                    "test F1 beside the paper's.",
+        epilog="searched by default (the paper's ranges, Appendix A): tau 0.15:0.25, lam 0.8:0.99, "
+               "alpha and beta 0.5:1.5 (conll) or 1.0:3.0 (wikiann), gamma 1.0,1.5,2.0.\n"
+               "dashboards: optuna-dashboard sqlite:///<out>/optuna.db --host 127.0.0.1; "
+               "tensorboard --logdir <out>/ray/experiments --host 127.0.0.1")
+    p.add_argument("--dataset", choices=("conll", "wikiann"), required=True, help="corpus")
+    p.add_argument("--mode", choices=("single", "multi"), required=True,
+                   help="single: English is the source; multi: every other language of the corpus is one")
+    p.add_argument("--targets", default=None,
+                   help="target languages, comma-separated, one study each (default: de,es,nl for conll; "
+                        "ar,hi,zh for wikiann)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="laptop",
+                   help="training preset (pram/config.py): smoke (tiny random model), laptop (default: the "
+                        "offline encoder on a CPU, with a shorter schedule for searching), paper (a GPU)")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="tiny model on real sentences: --preset smoke, 4 trials, 2 at a time, 2 final seeds")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="trials per target (default: 4 for smoke and laptop, 40 for paper)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials running at once (default: as many as the CPUs and GPUs allow; 2 for smoke)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0,
+                   help="CPUs per trial, also its torch threads (default: 1; on 2 cores two 1-thread trials "
+                        "train faster than one 2-thread trial)")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per trial; fractions share a GPU, e.g. 0.5 (default: 1 if Ray sees a GPU, "
+                        "else 0)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to use: auto (a running `ray start`) or ray://HOST:PORT "
+                        "(default: start a local Ray with all cores)")
+    p.add_argument("--storage", default=None,
+                   help="where Tune keeps trial results and checkpoints: a folder, or s3://... / gs://... "
+                        "that every node reaches (default: <out>/ray/experiments)")
+    p.add_argument("--objective", choices=tuple(OBJECTIVES), default="target-dev",
+                   help="what the search maximises and the checkpoint is chosen on: target-dev F1 (the "
+                        "paper's protocol; uses target labels) or source-dev F1 (strictly zero-resource)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler and of the search's trials")
+    p.add_argument("--final-seeds", type=int, default=None,
+                   help="seeds each target's best settings are retrained with; 0 skips it "
+                        "(default: 2 for smoke and laptop, 5 for paper)")
+    p.add_argument("--range", dest="ranges", action="append", default=[], metavar="NAME=SPEC",
+                   help="replace or add a searched range: NAME=LOW:HIGH (uniform), NAME=A,B,C (a choice, "
+                        "'none' allowed for gamma) or NAME=V (fixed). NAME: tau, lam, alpha, beta, gamma, "
+                        "beta_start, beta_ramp; e.g. --range tau=0.1:0.3 --range gamma=1.0,2.0 "
+                        "--range beta_start=0.2:0.6")
+    p.add_argument("--no-prune-collapsed", dest="prune_collapsed", action="store_false",
+                   help="keep training trials whose target predictions collapsed (by default they are "
+                        "stopped once past the grace period, like ASHA's losers)")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="times a trial that raised is retried from its last checkpoint (default: 2)")
+    p.add_argument("--out", default=None, help="results folder (default: results/<dataset>-<mode>-<preset>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the search in --out (or the default folder) with its saved settings: "
+                        "finished trials are kept, running ones continue from their last checkpoint")
+    p.add_argument("--data-dir", default=None,
+                   help="root of the corpora (default: $PRAM_DATA_DIR, ./data, ../shared/data)")
+    p.add_argument("--cache-dir", default=None,
+                   help="Arrow and encoder cache (default: $PRAM_CACHE_DIR, ~/.cache/pram)")
+    group = p.add_argument_group("training settings",
+                                 "override the preset for every trial (see pram/config.py)")
+    docs = field_docs()
+    for f in fields(TrainConfig):
+        if f.name in NOT_FLAGS or f.name in SEARCHABLE:
+            continue
+        base = f.type.replace(" | None", "")
+        kind = {"int": int, "float": float, "bool": _bool, "str": str}[base]
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"train_{f.name}", default=None,
+                           type=_optional(kind) if "None" in f.type else kind, metavar=base.upper(),
+                           help=docs.get(f.name, ""))
+    return p
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _optional(kind):
+    def parse(value: str):
+        return None if value.lower() == "none" else kind(value)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The run's settings: from the command line, or from <out>/run.json with --resume."""
+    preset_name = "smoke" if args.smoke_test else args.preset
+    out = Path(args.out or f"results/{args.dataset}-{args.mode}-{preset_name}").resolve()
+    saved = out / "run.json"
+    if args.resume:
+        if not saved.is_file():
+            raise UserError(f"--resume: {saved} does not exist: nothing to resume (start the search without "
+                            "--resume, or pass the --out of the search to continue)")
+        values = json.loads(saved.read_text())
+        values.update(targets=tuple(values["targets"]), ranges=tuple(values["ranges"]))
+        return Settings(**values)
+    if saved.exists():
+        raise UserError(f"{out} already holds a search: pass --resume to continue it, or choose another "
+                        "--out (or delete the folder)")
+    defaults = SEARCH_DEFAULTS[preset_name]
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip()) if args.targets else \
+        DEFAULT_TARGETS[args.dataset]
+    train = {**defaults["train"], **{f.name: getattr(args, f"train_{f.name}") for f in fields(TrainConfig)
+                                     if getattr(args, f"train_{f.name}", None) is not None}}
+    from pram.data.corpora import resolve_data_dir
+
+    for flag, value, least in (("--num-samples", args.num_samples, 1),
+                               ("--max-concurrent", args.max_concurrent, 1),
+                               ("--final-seeds", args.final_seeds, 0),
+                               ("--max-failures", args.max_failures, 0)):
+        if value is not None and value < least:
+            raise UserError(f"{flag} {value}: must be at least {least}")
+    if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
+        raise UserError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
+    storage = args.storage or str(out / "ray" / "experiments")
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    return Settings(
+        dataset=args.dataset, mode=args.mode, targets=targets, preset=preset_name,
+        num_samples=args.num_samples or defaults["num_samples"],
+        max_concurrent=args.max_concurrent or defaults["max_concurrent"], cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, address=args.address, storage=storage, objective=args.objective,
+        seed=args.seed, final_seeds=defaults["final_seeds"] if args.final_seeds is None else args.final_seeds,
+        out=str(out), data_dir=str(resolve_data_dir(args.data_dir).resolve()),
+        cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None, ranges=tuple(args.ranges),
+        train=train, prune_collapsed=args.prune_collapsed, max_failures=args.max_failures)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # `kill` (SIGTERM) ends the search like Ctrl+C: Ray is shut down on the way out, --resume continues.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        settings = settings_from_args(args)
+        from tune.run import run_search
+
+        return run_search(settings, resume=args.resume)
+    except UserError as e:
+        print(f"search: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("search: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

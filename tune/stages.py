@@ -1,0 +1,97 @@
+"""A target's two Tune experiments: the search, and the retraining of its best settings with several seeds.
+
+Each is a new Tuner, or, with --resume, the Tuner restored from its folder (finished trials kept, unfinished
+and errored ones continued from their last checkpoint).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ray import tune
+
+from tune.live import LiveView
+from tune.space import SEARCHABLE, make_sampler, space_function
+from tune.study import MarkPruned, RoundsASHA, StudySearch
+from tune.trainable import run_trial
+
+
+def _trainable(s, name: str, base, data, resources: dict, report_test: bool):
+    work = Path(s.out) / "ray" / "work" / name
+    trainable = tune.with_parameters(run_trial, base=base, data=data, work_dir=str(work),
+                                     threads=max(1, int(s.cpus_per_trial)), report_test=report_test)
+    return tune.with_resources(trainable, resources)
+
+
+def _fit(s, name: str, trainable, make_tuner, resume: bool):
+    path = f"{s.storage.rstrip('/')}/{name}"
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        tuner = make_tuner()
+    grid = tuner.fit()
+    # ASHA kills stopped trials before they can delete their working copy of pram's checkpoints.
+    shutil.rmtree(Path(s.out) / "ray" / "work" / name, ignore_errors=True)
+    return grid
+
+
+def trial_dirname(trial) -> str:
+    """`trial-003-<id>` in a search, `seed-1-<id>` in a final run (instead of every setting in the name)."""
+    if "optuna_trial" in trial.config:
+        return f"trial-{trial.config['optuna_trial']:03d}-{trial.trial_id}"
+    return f"seed-{trial.config.get('seed')}-{trial.trial_id}"
+
+
+def _run_config(s, name: str, callbacks: list, checkpoint: tune.CheckpointConfig) -> tune.RunConfig:
+    return tune.RunConfig(name=name, storage_path=s.storage, verbose=0, callbacks=callbacks,
+                          failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                          checkpoint_config=checkpoint)
+
+
+def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: str, resources: dict,
+                 concurrency: int, rounds: int, grace: int, resume: bool):
+    """Optuna TPE proposes, ASHA stops the weak early; one trial reports once per evaluation."""
+    name = f"search-{target}"
+    trainable = _trainable(s, name, base, data, resources, report_test=False)
+
+    def make_tuner():
+        searcher = StudySearch(space_function(ranges), metric=s.metric, mode="max",
+                               sampler=make_sampler(s.seed, s.num_samples), study_name=study_name,
+                               storage=storage, max_concurrent=concurrency)
+        # reduction factor 2, not ASHA's 4: a search of a few trials still halves at each rung
+        scheduler = RoundsASHA(max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed,
+                               reduction_factor=2)
+        params = [p for p in SEARCHABLE if p in ranges]
+        view = LiveView(f"search {target} ({study_name})", s.num_samples, rounds, s.metric, params)
+        # Keep the best checkpoint by the objective and the latest (Tune always keeps the latest).
+        checkpoint = tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric,
+                                           checkpoint_score_order="max")
+        # reuse_actors=False: every trial is a new process, whose exit frees its GPU memory
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(metric=s.metric, mode="max", search_alg=searcher, scheduler=scheduler,
+                                        num_samples=s.num_samples, reuse_actors=False,
+                                        trial_dirname_creator=trial_dirname),
+            run_config=_run_config(s, name, [MarkPruned(rounds), view], checkpoint))
+
+    return _fit(s, name, trainable, make_tuner, resume)
+
+
+def final_stage(s, target: str, base, data, config: dict, resources: dict, concurrency: int, rounds: int,
+                resume: bool):
+    """The best settings retrained with --final-seeds seeds, in parallel; each reports test scores last."""
+    name = f"final-{target}"
+    trainable = _trainable(s, name, base, data, resources, report_test=True)
+    seeds = [s.seed + i for i in range(s.final_seeds)]
+
+    def make_tuner():
+        view = LiveView(f"final {target}: best settings, {len(seeds)} seed(s)", len(seeds), rounds,
+                        s.metric, ["seed"])
+        return tune.Tuner(
+            trainable, param_space={**config, "seed": tune.grid_search(seeds)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=False,
+                                        trial_dirname_creator=trial_dirname),
+            run_config=_run_config(s, name, [view], tune.CheckpointConfig(num_to_keep=1)))
+
+    return _fit(s, name, trainable, make_tuner, resume)

@@ -1,0 +1,141 @@
+"""Tune and Optuna kept in step: early stops recorded as PRUNED, concurrency, and what a killed driver leaves.
+
+Three gaps of Ray 2.60's OptunaSearch, measured here and closed:
+- a trial that ASHA stops is told to Optuna as COMPLETE (with its value at the stop, and PRUNED with a value
+  is refused by Optuna, so the trial would stay RUNNING);
+- ConcurrencyLimiter saves only the wrapped searcher, so after `Tuner.restore` it ignores the completion of
+  trials that were running at the kill, and their Optuna trials stay RUNNING for good;
+- an Optuna trial asked just before a kill, after Tune's last snapshot, has no Tune trial after the restore.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+ITERATION = "training_iteration"
+logger = logging.getLogger(__name__)
+
+
+def outcome(result: dict | None, error: bool, metric: str) -> tuple[TrialState, float | None]:
+    """What a trial's last result means to Optuna: FAIL, PRUNED or COMPLETE, and its value."""
+    value = (result or {}).get(metric)
+    if error or value is None or not math.isfinite(value):
+        return TrialState.FAIL, None
+    if result.get("pruned"):
+        return TrialState.PRUNED, value
+    return TrialState.COMPLETE, value
+
+
+def tell(study: optuna.Study, number: int, result: dict | None, error: bool,
+         metric: str) -> TrialState | None:
+    """Finish Optuna trial `number` from a Tune result; a trial that is finished already is left alone."""
+    frozen = study.trials[number]
+    if frozen.state.is_finished():
+        return None
+    state, value = outcome(result, error, metric)
+    if value is not None and result.get(ITERATION) not in frozen.intermediate_values:
+        # Tune does not pass the result that stopped a trial to the searcher; Optuna's PRUNED value is the
+        # last intermediate value, so report it first.
+        optuna.Trial(study, frozen._trial_id).report(value, result[ITERATION])
+    study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
+    return state
+
+
+class StudySearch(OptunaSearch):
+    """OptunaSearch with PRUNED early stops, its own (saved) concurrency limit, and recovery after a kill.
+
+    Each suggested config carries `optuna_trial`, the Optuna trial number, so that results map back to it.
+    """
+
+    def __init__(self, space, metric: str, mode: str, sampler, study_name: str, storage, max_concurrent: int):
+        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, study_name=study_name,
+                         storage=storage)
+        self._max_concurrent = max_concurrent
+        self._live: set[str] = set()
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if len(self._live) >= self._max_concurrent:
+            return None  # Tune asks again when a trial ends
+        if trial_id not in self._ot_trials:
+            orphan = self._orphan()
+            if orphan is not None:
+                logger.info("re-running Optuna trial %d, left RUNNING by a killed search", orphan.number)
+                self._ot_trials[trial_id] = orphan
+        params = super().suggest(trial_id)
+        self._live.add(trial_id)
+        return {**params, "optuna_trial": self._ot_trials[trial_id].number}
+
+    def _orphan(self) -> optuna.Trial | None:
+        """A RUNNING Optuna trial that no Tune trial owns: asked by a killed driver after its last snapshot
+        (or before its Tuner saved anything). Re-running it keeps the study at --num-samples trials."""
+        owned = {t.number for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number not in owned:
+                return optuna.Trial(self._ot_study, frozen._trial_id)
+        return None
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except (RuntimeError, ValueError) as e:  # a resumed trial re-running a round Optuna has finished
+            logger.debug("Optuna ignored a result of %s: %s", trial_id, e)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._live.discard(trial_id)
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        tell(self._ot_study, self._ot_trials[trial_id].number, result, error, self.metric)
+        self._completed_trials.add(trial_id)
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+
+class RoundsASHA(ASHAScheduler):
+    """ASHA over evaluation rounds; optionally also stops a trial whose target predictions collapsed."""
+
+    def __init__(self, max_rounds: int, grace_period: int, prune_collapsed: bool, **kwargs):
+        super().__init__(time_attr=ITERATION, max_t=max_rounds, grace_period=grace_period, **kwargs)
+        self._collapse_from = grace_period if prune_collapsed else None
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        collapsed = self._collapse_from is not None and result.get("collapse") and \
+            result.get(ITERATION, 0) >= self._collapse_from
+        return TrialScheduler.STOP if collapsed else action
+
+
+class MarkPruned(Callback):
+    """Marks the result at which the scheduler stopped a trial before its last round as `pruned`.
+
+    Tune sets `done` on that result before the callbacks see it; a trial that ends by itself reports its last
+    result without `done`. The mark is kept in the trial's last result, so the searcher and a restored run
+    both see it.
+    """
+
+    def __init__(self, max_rounds: int):
+        self.max_rounds = max_rounds
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get("done") and result.get(ITERATION, 0) < self.max_rounds:
+            result["pruned"] = True
+
+
+def settle(study: optuna.Study, results: list[tuple[dict, dict, bool]], metric: str) -> dict[int, TrialState]:
+    """After a search: finish every Optuna trial still RUNNING from its Tune trial's (config, last result,
+    errored); one with no Tune trial at all is marked FAIL. Returns the final state of every trial number."""
+    by_number = {config["optuna_trial"]: (result, errored) for config, result, errored in results
+                 if "optuna_trial" in config}
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        result, errored = by_number.get(frozen.number, (None, True))
+        state = tell(study, frozen.number, result, errored, metric)
+        logger.info("Optuna trial %d was left RUNNING; now %s", frozen.number, state.name if state else "-")
+    return {t.number: t.state for t in study.get_trials(deepcopy=False)}

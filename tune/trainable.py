@@ -1,0 +1,94 @@
+"""The Ray Tune function trainable: `pram.train.train` with one report (and checkpoint) per evaluation.
+
+Test-only fault injection: with PRAM_TUNE_FAIL_AT_STEP=N in the environment, a trial that started from
+scratch raises right after reporting step N; its retry starts from that checkpoint and does not raise again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+from ray import tune
+
+from pram.config import TrainConfig
+from pram.inputs import TrainData
+from pram.train import train
+
+FAIL_AT_STEP = "PRAM_TUNE_FAIL_AT_STEP"
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the test-only fault injection hook."""
+
+
+def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, threads: int,
+              report_test: bool = False) -> None:
+    """One trial: `config` holds the sampled settings (and, for a final run, its seed).
+
+    base and data come through `tune.with_parameters`: data is loaded and tokenised once by the driver.
+    work_dir/<trial id> is pram's out_dir; what Tune keeps is the copy of its `checkpoints/` folder that every
+    report hands over, so the working copy is deleted when the trial ends.
+    """
+    out_dir = Path(work_dir) / tune.get_context().get_trial_id()
+    settings = {k: v for k, v in config.items() if k in TRAIN_FIELDS}
+    train_config = replace(base, **settings, out_dir=str(out_dir), quiet=True, threads=threads)
+    meta = _restore(out_dir)
+    started_cpu = time.process_time()
+    fail_at = int(os.environ.get(FAIL_AT_STEP, 0))
+
+    def report(metrics: dict, last_checkpoint_dir: Path) -> None:
+        # The whole checkpoints/ folder: pram's final test scores need best-* too after a resume elsewhere.
+        checkpoint = tune.Checkpoint.from_directory(str(Path(last_checkpoint_dir).parent))
+        cpu_s = meta["cpu_s"] + time.process_time() - started_cpu
+        checkpoint.set_metadata({"cpu_s": cpu_s, "step": metrics["step"], "starts": meta["starts"]})
+        tune.report({**_scalars(metrics), "cpu_s": cpu_s, "starts": meta["starts"]}, checkpoint=checkpoint)
+        if fail_at and metrics["step"] == fail_at and meta["step"] < fail_at:
+            raise InjectedFault(f"{FAIL_AT_STEP}={fail_at}: injected fault after step {fail_at}")
+
+    try:
+        final = train(train_config, data, report=report, resume=meta["step"] > 0)
+        if report_test:
+            tune.report({"final": True, **_test_scalars(final), "cpu_s": meta["cpu_s"] +
+                         time.process_time() - started_cpu, "starts": meta["starts"]})
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        _release_gpu_memory()
+
+
+def _restore(out_dir: Path) -> dict:
+    """Copy Tune's latest checkpoint (if any) into out_dir/checkpoints; return what it says about the past."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return {"cpu_s": 0.0, "step": 0, "starts": 1}
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    with checkpoint.as_directory() as folder:
+        shutil.copytree(folder, out_dir / "checkpoints", ignore=shutil.ignore_patterns(".metadata.json"))
+    meta = checkpoint.get_metadata()
+    return {"cpu_s": meta.get("cpu_s", 0.0), "step": meta.get("step", 0), "starts": meta.get("starts", 1) + 1}
+
+
+def _scalars(metrics: dict) -> dict:
+    """Tune keeps numbers; booleans become 0/1 so that progress.csv and Parquet hold one type per column."""
+    return {k: (int(v) if isinstance(v, bool) else v) for k, v in metrics.items()
+            if isinstance(v, (int, float))}
+
+
+def _test_scalars(final: dict) -> dict:
+    out = {"selected_step": final["selected_by"][final["selection"]]["step"]}
+    for lang, scores in final["test"].items():
+        for name in ("f1", "precision", "recall"):
+            out[f"test_{name}_{lang}"] = scores[name]
+    return out
+
+
+def _release_gpu_memory() -> None:
+    """Each trial runs in its own actor, whose exit frees the GPU; this frees it too if an actor is reused."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
