@@ -55,9 +55,13 @@ def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: 
     name = f"search-{target}"
     trainable = _trainable(s, name, base, data, resources, report_test=False)
 
+    # Each target's study gets its own seed (seed + its place in --targets): with one seed for all, every
+    # target's search would start from the very same configurations.
+    study_seed = s.seed + list(s.targets).index(target)
+
     def make_tuner():
         searcher = StudySearch(space_function(ranges), metric=s.metric, mode="max",
-                               sampler=make_sampler(s.seed, s.num_samples), study_name=study_name,
+                               sampler=make_sampler(study_seed, s.num_samples), study_name=study_name,
                                storage=storage, max_concurrent=concurrency)
         # reduction factor 2, not ASHA's 4: a search of a few trials still halves at each rung
         scheduler = RoundsASHA(max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed,
