@@ -13,6 +13,7 @@ import argparse
 import sys
 from dataclasses import fields
 
+from pram.config import DEFAULT_PRESET, PRESETS, TrainConfig, field_docs
 from pram.errors import UserError
 
 CONLL_LANGS = ("en", "de", "es", "nl")
@@ -42,22 +43,31 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="extra languages whose test sets are tagged zero-shot at the end (default: all others)")
     p.add_argument("--out", dest="out_dir", default=None, help="output folder (default: runs/<mode>-<target>-...)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last")
-    p.add_argument("--data-dir", default=None, help="root of the corpora (default: $PRAM_DATA_DIR, ./data, ../shared/data)")
-    p.add_argument("--cache-dir", default=None, help="Arrow and encoder cache (default: $PRAM_CACHE_DIR, ~/.cache/pram)")
+    p.add_argument("--data-dir", default=None,
+                   help="root of the corpora (default: $PRAM_DATA_DIR, ./data, ../shared/data)")
+    p.add_argument("--cache-dir", default=None,
+                   help="Arrow and encoder cache (default: $PRAM_CACHE_DIR, ~/.cache/pram)")
     # Every other field of TrainConfig can be set too (--tau 0.15, --beta-start 0.3, ...).
-    from pram.config import DEFAULT_PRESET, PRESETS, TrainConfig, field_docs
+    add_config_flags(p, skip={"dataset", "sources", "target", "apc", "guidance", "eval_languages", "out_dir",
+                              "data_dir", "cache_dir", "quiet"})
 
-    explicit = {"dataset", "sources", "target", "apc", "guidance", "eval_languages", "out_dir", "data_dir",
-                "cache_dir", "quiet"}
+
+def add_config_flags(parser, skip=frozenset(), dest_prefix: str = "", show_default: bool = True) -> None:
+    """One flag per TrainConfig field not in `skip`, its help the field's docstring.
+
+    A flag not given is absent from the parsed namespace (argparse.SUPPRESS), so `--gamma none` sets a value
+    instead of reading as "not given".
+    """
     docs = field_docs()
     for f in fields(TrainConfig):
-        if f.name in explicit:
+        if f.name in skip:
             continue
         base = f.type.replace(" | None", "")
         kind = {"int": int, "float": float, "bool": _bool, "str": str}[base]
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
-                       type=_optional(kind) if "None" in f.type else kind,
-                       help=f"{docs.get(f.name, '')} (preset default: {PRESETS[DEFAULT_PRESET].get(f.name, f.default)})")
+        default = f" (laptop preset: {PRESETS[DEFAULT_PRESET].get(f.name, f.default)})" if show_default else ""
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{dest_prefix}{f.name}",
+                            default=argparse.SUPPRESS, type=_optional(kind) if "None" in f.type else kind,
+                            metavar=base.upper(), help=docs.get(f.name, "") + default)
 
 
 def _bool(value: str) -> bool:
@@ -77,7 +87,7 @@ def _optional(kind):
 
 def train_config_from_args(args: argparse.Namespace):
     """The TrainConfig an argparse namespace of `pram train` (or of a search) describes."""
-    from pram.config import TrainConfig, preset
+    from pram.config import preset
     from pram.data.corpora import available_languages, resolve_data_dir
 
     preset_name = "smoke" if getattr(args, "smoke_test", False) else args.preset

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from pram.errors import UserError
+from pram.paths import default_cache_dir  # noqa: F401 (re-exported)
 
 ME5_SMALL = "me5-small"
 _OFFLINE_HELP = "use --encoder me5-small (offline) or a local HuggingFace folder"
@@ -34,13 +35,6 @@ _ROUND_TRIP = [  # one sentence per script the benchmarks use; each must decode 
     "भारत की राजधानी नई दिल्ली है।",
     "北京是中华人民共和国的首都。",
 ]
-
-
-def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """`cache_dir`, else $PRAM_CACHE_DIR, else ~/.cache/pram."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("PRAM_CACHE_DIR") or "~/.cache/pram").expanduser()
 
 
 def _package_file(package: str, name: str, install: str) -> Path:

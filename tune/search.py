@@ -26,7 +26,8 @@ import json  # noqa: E402
 import signal  # noqa: E402
 from dataclasses import dataclass, field, fields  # noqa: E402
 
-from pram.config import PRESETS, TrainConfig, field_docs  # noqa: E402
+from pram.cli import add_config_flags  # noqa: E402
+from pram.config import PRESETS, TrainConfig  # noqa: E402
 from pram.errors import UserError  # noqa: E402
 from tune.space import SEARCHABLE  # noqa: E402
 
@@ -141,31 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Arrow and encoder cache (default: $PRAM_CACHE_DIR, ~/.cache/pram)")
     group = p.add_argument_group("training settings",
                                  "override the preset for every trial (see pram/config.py)")
-    docs = field_docs()
-    for f in fields(TrainConfig):
-        if f.name in NOT_FLAGS or f.name in SEARCHABLE:
-            continue
-        base = f.type.replace(" | None", "")
-        kind = {"int": int, "float": float, "bool": _bool, "str": str}[base]
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"train_{f.name}", default=None,
-                           type=_optional(kind) if "None" in f.type else kind, metavar=base.upper(),
-                           help=docs.get(f.name, ""))
+    add_config_flags(group, skip=NOT_FLAGS | set(SEARCHABLE), dest_prefix="train_", show_default=False)
     return p
-
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
-def _optional(kind):
-    def parse(value: str):
-        return None if value.lower() == "none" else kind(value)
-    parse.__name__ = kind.__name__
-    return parse
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -187,7 +165,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip()) if args.targets else \
         DEFAULT_TARGETS[args.dataset]
     train = {**defaults["train"], **{f.name: getattr(args, f"train_{f.name}") for f in fields(TrainConfig)
-                                     if getattr(args, f"train_{f.name}", None) is not None}}
+                                     if hasattr(args, f"train_{f.name}")}}
     from pram.data.corpora import resolve_data_dir
 
     for flag, value, least in (("--num-samples", args.num_samples, 1),

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from pram.data.readers import Sentence, read_file
 from pram.errors import UserError, at
+from pram.paths import default_cache_dir  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -99,11 +100,6 @@ def split_files(folder: str | Path, suffixes: tuple[str, ...] = (".txt", ".tsv")
                 found[split] = Path(folder) / f"{split}{suffix}"
                 break
     return found
-
-
-def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """The Arrow cache root: the argument, else $PRAM_CACHE_DIR, else ~/.cache/pram."""
-    return Path(cache_dir or os.environ.get("PRAM_CACHE_DIR") or Path.home() / ".cache" / "pram")
 
 
 def cache_key(path: Path, corpus: str, lang: str) -> str:
