@@ -11,6 +11,7 @@ import torch
 from seqeval.metrics import classification_report
 
 from pram.batches import collate, eval_batches
+from pram.data.labels import entity_types, restrict_tags, shared_label_set
 
 
 def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
@@ -74,12 +75,20 @@ def predict(model, encoded, pad_token_id: int, batch_size: int = 64, device: str
 
 
 def evaluate(model, encoded, label_names: list[str], pad_token_id: int, batch_size: int = 64,
-             device: str = "cpu") -> dict:
-    """Entity scores, prediction deviation and collapse signals of a model on one labelled split."""
+             device: str = "cpu", gold_names: list[str] | None = None) -> dict:
+    """Entity scores, prediction deviation and collapse signals of a model on one labelled split.
+
+    gold_names: the split's own label names, where its corpus is not the model's (CoNLL has MISC, WikiAnn not):
+    then only the entity types both share are scored, the others read as O on both sides.
+    """
     predicted, probs, labels = predict(model, encoded, pad_token_id, batch_size, device)
-    gold = [[label_names[t] for t in tags] for tags in encoded["ner_tags"]]
+    gold = [[(gold_names or label_names)[t] for t in tags] for tags in encoded["ner_tags"]]
     # A word cut off by truncation was never seen: it counts as tagged O, so its entity is a miss.
     pred = [[label_names[t] if t >= 0 else "O" for t in words] for words in predicted]
+    if gold_names is not None and gold_names != label_names:
+        shared = entity_types(shared_label_set(label_names, gold_names)[0])
+        gold = [restrict_tags(tags, shared) for tags in gold]
+        pred = [restrict_tags(tags, shared) for tags in pred]
     scores = entity_scores(gold, pred)
     labelled = labels >= 0
     scores["deviation"] = prediction_deviation(probs[labelled], labels[labelled]) if labelled.any() else math.nan

@@ -16,6 +16,7 @@ from pram.batches import encode_dataset
 from pram.checkpoint import load_checkpoint
 from pram.config import TrainConfig
 from pram.data.corpora import load_language
+from pram.data.labels import shared_label_set
 from pram.data.readers import read_file
 from pram.encoder import load_tokenizer
 from pram.errors import UserError, at
@@ -50,7 +51,12 @@ def evaluate_command(checkpoint: str, dataset: str, lang: str, split: str, data_
         raise UserError(f"{dataset}/{lang} has no split {split!r}: choose one of {sorted(corpus)}")
     config = TrainConfig.from_dict(info["config"])
     encoded = encode_dataset(corpus[split], tokenizer, config.max_length, labelled=True)
-    scores = evaluate(model, encoded, info["label_names"], tokenizer.pad_token_id, config.eval_batch_size, device)
+    gold_names = corpus[split].features["ner_tags"].feature.names
+    _, explanation = shared_label_set(info["label_names"], gold_names, info["config"]["dataset"], dataset)
+    if explanation:
+        print(f"pram: note: {explanation}; only the shared entity types are scored", file=sys.stderr)
+    scores = evaluate(model, encoded, info["label_names"], tokenizer.pad_token_id, config.eval_batch_size, device,
+                      gold_names=gold_names)
     scores = {"dataset": dataset, "lang": lang, "split": split, "sentences": len(encoded), **scores}
     if as_json:
         print(json.dumps(scores))

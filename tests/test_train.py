@@ -165,3 +165,16 @@ def test_evaluate_and_predict_a_checkpoint(smoke_config, smoke_run, data_dir, tm
     missing = subprocess.run([*cli, "predict", str(tmp_path), str(text)], capture_output=True, text=True)
     assert missing.returncode == 2 and "not a pram checkpoint" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_a_conll_model_scored_on_wikiann_uses_the_shared_labels(smoke_config, smoke_run, data_dir):
+    """CoNLL has MISC and WikiAnn has not: scoring across them counts PER, ORG and LOC only, and says so."""
+    checkpoint = f"{smoke_config.out_dir}/checkpoints/best-target-dev"
+    done = subprocess.run([sys.executable, "-m", "pram.cli", "evaluate", checkpoint, "--dataset", "wikiann",
+                           "--lang", "hi", "--json", "--data-dir", str(data_dir), "--cache-dir",
+                           smoke_config.cache_dir], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "MISC is in conll but not wikiann" in done.stderr
+    scores = json.loads(done.stdout)
+    assert scores["sentences"] == 1000  # the official count of WikiAnn Hindi test
+    assert set(scores["per_type"]) <= {"PER", "ORG", "LOC"}
