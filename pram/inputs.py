@@ -6,7 +6,7 @@ Kept apart from the loop so that a search can build it once and hand it to every
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pram.batches import encode_dataset
@@ -30,6 +30,13 @@ class TrainData:
     """Encoded test sets of the sources, the target and the extra evaluation languages."""
     source_entity_share: float
     """Share of source first pieces that are entities: the yardstick of the collapse guard."""
+    source_lengths: dict[str, tuple[int, ...]] = field(init=False, repr=False)
+    target_lengths: tuple[int, ...] = field(init=False, repr=False)
+    """Piece counts of the training rows, gathered once: every step's batch_at needs them."""
+
+    def __post_init__(self):
+        self.source_lengths = {lang: tuple(r["length"] for r in rows) for lang, rows in self.source_train.items()}
+        self.target_lengths = tuple(r["length"] for r in self.target_train)
 
 
 def _subset(split, n: int | None, seed: int):

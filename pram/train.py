@@ -62,13 +62,13 @@ def train_step(model, optimizer, banks: Banks, data: TrainData, config: TrainCon
     sources = []
     for i, lang in enumerate(config.sources):
         rows = data.source_train[lang]
-        indices = batch_at([r["length"] for r in rows], config.batch_size, config.seed + i, step)
+        indices = batch_at(data.source_lengths[lang], config.batch_size, config.seed + i, step)
         sources.append(first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device))
     beta = beta_weight(step, config.beta, config.beta_start_step, config.beta_ramp_steps)
     target = None
     if config.apc in ("both", "target") and beta > 0:  # no second pass while the target term is off
         rows = data.target_train
-        indices = batch_at([r["length"] for r in rows], config.target_batch, config.seed + 997, step)
+        indices = batch_at(data.target_lengths, config.target_batch, config.seed + 997, step)
         h_t, logits_t, _ = first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device)
         target = (h_t, logits_t)
     weights = Weights(config.tau, config.lam, config.alpha, beta, config.gamma, config.apc, config.guidance)
