@@ -13,6 +13,7 @@ from dataclasses import dataclass
 APC_SIDES = ("both", "source", "target", "none")
 GUIDANCE = ("both", "prediction", "similarity")
 SELECTIONS = ("target-dev", "source-dev")
+SOURCE_SAMPLING = ("balanced", "proportional")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,10 @@ class TrainConfig:
 
     # Optimisation (Algorithm 1)
     batch_size: int = 32
-    """Labelled sentences per step from EACH source language (balanced multi-source batches)."""
+    """Labelled sentences per step from each source language (see source_sampling)."""
+    source_sampling: str = "balanced"
+    """Multi-source batches: balanced (batch_size from every source) or proportional (the same total,
+    n_sources * batch_size, shared in proportion to each source's training sentences, at least 1 each)."""
     target_batch_size: int | None = None
     """Unlabelled target sentences per step; None: batch_size."""
     lr: float = 5e-5
@@ -94,6 +98,7 @@ class TrainConfig:
             (self.apc in APC_SIDES, f"apc must be one of {APC_SIDES}"),
             (self.guidance in GUIDANCE, f"guidance must be one of {GUIDANCE}"),
             (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
+            (self.source_sampling in SOURCE_SAMPLING, f"source_sampling must be one of {SOURCE_SAMPLING}"),
             (len(self.sources) >= 1, "give at least one source language"),
             (self.target not in self.sources, f"target {self.target} is also a source"),
             (self.tau > 0, "tau must be positive"),
@@ -109,6 +114,13 @@ class TrainConfig:
     @property
     def target_batch(self) -> int:
         return self.target_batch_size or self.batch_size
+
+    def source_batch_sizes(self, sentences: list[int]) -> list[int]:
+        """Sentences per step from each source, given each source's number of training sentences."""
+        if self.source_sampling == "balanced":
+            return [self.batch_size] * len(sentences)
+        total = self.batch_size * len(sentences)
+        return [max(1, round(total * n / sum(sentences))) for n in sentences]
 
     @property
     def beta_start_step(self) -> int:

@@ -60,9 +60,10 @@ def train_step(model, optimizer, banks: Banks, data: TrainData, config: TrainCon
     generator = torch.Generator().manual_seed(step_seed(config.seed, step))  # down-sampling
     model.train()
     sources = []
-    for i, lang in enumerate(config.sources):
+    sizes = config.source_batch_sizes([len(data.source_train[lang]) for lang in config.sources])
+    for i, (lang, size) in enumerate(zip(config.sources, sizes)):
         rows = data.source_train[lang]
-        indices = batch_at(data.source_lengths[lang], config.batch_size, config.seed + i, step)
+        indices = batch_at(data.source_lengths[lang], size, config.seed + i, step)
         sources.append(first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device))
     beta = beta_weight(step, config.beta, config.beta_start_step, config.beta_ramp_steps)
     target = None

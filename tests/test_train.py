@@ -178,3 +178,16 @@ def test_a_conll_model_scored_on_wikiann_uses_the_shared_labels(smoke_config, sm
     scores = json.loads(done.stdout)
     assert scores["sentences"] == 1000  # the official count of WikiAnn Hindi test
     assert set(scores["per_type"]) <= {"PER", "ORG", "LOC"}
+
+
+def test_source_sampling_balanced_or_proportional_to_the_official_train_counts():
+    # CoNLL train sentences (the data README's official counts): en 14041, es 8323, nl 15806; 38170 in all.
+    counts = [14041, 8323, 15806]
+    balanced = preset("smoke", sources=("en", "es", "nl"), batch_size=16)
+    assert balanced.source_batch_sizes(counts) == [16, 16, 16]
+    # 48 sentences shared by size: 48 * 14041 / 38170 = 17.66, 48 * 8323 / 38170 = 10.47, 48 * 15806 / 38170 = 19.88
+    proportional = replace(balanced, source_sampling="proportional")
+    assert proportional.source_batch_sizes(counts) == [18, 10, 20]
+    assert proportional.source_batch_sizes([100000, 1]) == [32, 1]  # a tiny source still gets a sentence
+    with pytest.raises(ValueError, match="source_sampling"):
+        replace(balanced, source_sampling="uniform")

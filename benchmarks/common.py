@@ -1,0 +1,62 @@
+"""What every benchmark shares: the environment line, peak memory, and writing its section of BENCHMARKS.md.
+
+Each benchmark owns one section of `results/BENCHMARKS.md`, between `<!-- name -->` and `<!-- /name -->`, and
+rewrites only that section, so the file keeps the latest run of every benchmark with the command that made it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import resource
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPORT = Path(__file__).resolve().parent.parent / "results" / "BENCHMARKS.md"
+HEADER = """# Benchmarks
+
+Each section is written by the script it names, which measures a ratio against a baseline in one run on this
+project's machine (2 CPU cores, no GPU, the offline `me5-small` encoder unless it says otherwise). Run a script
+again to replace its section. Figures from a busy machine say so.
+
+"""
+
+
+def peak_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+
+
+def environment(threads: int | None = None) -> str:
+    import torch
+
+    load = os.getloadavg()[0]
+    return (f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+            + (f", {threads} torch thread(s)" if threads else "") + f", load average {load:.1f} at the end")
+
+
+def write_section(name: str, title: str, body: str, threads: int | None = None) -> None:
+    """Replace (or append) this benchmark's section of results/BENCHMARKS.md, atomically."""
+    section = (f"<!-- {name} -->\n## {title}\n\nCommand: `{command_line()}`  \n"
+               f"Run: {environment(threads)}.\n\n{body.strip()}\n<!-- /{name} -->")
+    text = REPORT.read_text() if REPORT.exists() else HEADER
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.DOTALL)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    partial = REPORT.with_suffix(".md.partial")
+    partial.write_text(text)
+    partial.replace(REPORT)
+    print(section)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
