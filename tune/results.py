@@ -1,6 +1,7 @@
 """The files a search leaves in its results folder: Parquet tables, best.json and summary.md.
 
-trials.parquet   one row per trial: its settings, status, the round it stopped at, time, every last metric
+trials.parquet   one row per trial: its settings, status, the round it stopped at, time, where it ran (node
+                 IP, Ray node id, GPU ids on that node: of its last attempt), every last metric
 history.parquet  one row per evaluation of each trial
 final.parquet    per target and language: mean and standard deviation of test F1 over the final seeds
 """
@@ -28,7 +29,8 @@ TRIAL_COLUMNS = [  # the fixed part of trials.parquet; every metric of the last 
     ("target", pa.string()), ("optuna_trial", pa.int64()), ("trial_id", pa.string()), ("status", pa.string()),
     ("stopped_round", pa.int64()), ("stopped_step", pa.int64()), ("objective", pa.float64()),
     ("best_objective", pa.float64()), ("wall_s", pa.float64()), ("cpu_s", pa.float64()),
-    ("gpu_s", pa.float64()), ("restarts", pa.int64()), *((name, pa.float64()) for name in SEARCHABLE),
+    ("gpu_s", pa.float64()), ("restarts", pa.int64()), ("node_ip", pa.string()), ("node_id", pa.string()),
+    ("gpu_ids", pa.string()), *((name, pa.float64()) for name in SEARCHABLE),
 ]
 HISTORY_COLUMNS = [("target", pa.string()), ("optuna_trial", pa.int64()), ("trial_id", pa.string()),
                    ("round", pa.int64()), ("step", pa.int64()), ("time_total_s", pa.float64())]

@@ -12,6 +12,7 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
+import ray
 from ray import tune
 
 from pram.config import TrainConfig
@@ -40,13 +41,15 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
     meta = _restore(out_dir)
     started_cpu = time.process_time()
     fail_at = int(os.environ.get(FAIL_AT_STEP, 0))
+    where = _placement()
 
     def report(metrics: dict, last_checkpoint_dir: Path) -> None:
         # The whole checkpoints/ folder: pram's final test scores need best-* too after a resume elsewhere.
         checkpoint = tune.Checkpoint.from_directory(str(Path(last_checkpoint_dir).parent))
         cpu_s = meta["cpu_s"] + time.process_time() - started_cpu
         checkpoint.set_metadata({"cpu_s": cpu_s, "step": metrics["step"], "starts": meta["starts"]})
-        tune.report({**_scalars(metrics), "cpu_s": cpu_s, "starts": meta["starts"]}, checkpoint=checkpoint)
+        tune.report({**_scalars(metrics), "cpu_s": cpu_s, "starts": meta["starts"], **where},
+                    checkpoint=checkpoint)
         if fail_at and metrics["step"] == fail_at and meta["step"] < fail_at:
             raise InjectedFault(f"{FAIL_AT_STEP}={fail_at}: injected fault after step {fail_at}")
 
@@ -54,7 +57,7 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
         final = train(train_config, data, report=report, resume=meta["step"] > 0)
         if report_test:
             tune.report({"final": True, **_test_scalars(final), "cpu_s": meta["cpu_s"] +
-                         time.process_time() - started_cpu, "starts": meta["starts"]})
+                         time.process_time() - started_cpu, "starts": meta["starts"], **where})
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
         _release_gpu_memory()
@@ -70,6 +73,13 @@ def _restore(out_dir: Path) -> dict:
         shutil.copytree(folder, out_dir / "checkpoints", ignore=shutil.ignore_patterns(".metadata.json"))
     meta = checkpoint.get_metadata()
     return {"cpu_s": meta.get("cpu_s", 0.0), "step": meta.get("step", 0), "starts": meta.get("starts", 1) + 1}
+
+
+def _placement() -> dict:
+    """Where Ray put this attempt of the trial: its node (Tune adds the node's IP itself, but several nodes
+    can share one machine and IP) and the GPUs of that node it was given ("" for none)."""
+    return {"node_id": ray.get_runtime_context().get_node_id(),
+            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids())}
 
 
 def _scalars(metrics: dict) -> dict:
