@@ -8,6 +8,7 @@ Ray 2.60 autoscaler uses to pick node types for waiting trials.
 
 import json
 import re
+import sys
 import tomllib
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,7 @@ from ray.autoscaler._private.resource_demand_scheduler import _default_utilizati
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for tune/, whose requests are checked against aws.yaml
 CLUSTERS = ROOT / "clusters"
 YAMLS = sorted(CLUSTERS.glob("*.yaml"))
 INSTALL_STEP = "bash install.sh --here"
@@ -156,6 +158,31 @@ def test_v100_is_off_until_enabled_and_then_only_when_asked_for(aws):
     assert nodes_launched_for(aws, [v100_trial], gpu_v100_spot=1)[0] == {"gpu-v100-spot": 1}
     plain = {"CPU": 1, "GPU": 0.5}
     assert nodes_launched_for(aws, [plain], gpu_v100_spot=1)[0] == {"gpu-a10g-spot": 1}
+
+
+def search_request(tmp_path, *flags: str) -> tuple[dict, int, int]:
+    """What tune/search.py asks Ray for per trial, given its flags, on a cluster that is only aws.yaml's head
+    (CPU 0, no worker yet): (the trial's bundle, trials at once, trials that fit now)."""
+    from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
+
+    from tune.run import trial_resources
+    from tune.search import build_parser, settings_from_args
+
+    args = build_parser().parse_args(["--dataset", "conll", "--mode", "multi", "--out", str(tmp_path),
+                                      *flags])
+    resources, concurrency, fit = trial_resources(settings_from_args(args), {"memory": 1e10})
+    (bundle,) = resource_dict_to_pg_factory(resources).bundles
+    return bundle, concurrency, fit
+
+
+def test_the_searchs_accelerator_type_launches_that_gpu_type(aws, tmp_path):
+    v100, concurrency, fit = search_request(tmp_path, "--accelerator-type", "V100")
+    assert v100 == {"CPU": 1, "GPU": 1, "accelerator_type:V100": 0.001}  # a GPU is implied
+    assert (concurrency, fit) == (1, 0)  # nothing fits before the autoscaler acts: the search says so
+    assert nodes_launched_for(aws, [v100])[0] == {}  # the V100 type is off, and no A10G will do
+    assert nodes_launched_for(aws, [v100] * 2, gpu_v100_spot=1) == ({"gpu-v100-spot": 1}, [v100])
+    half, _, _ = search_request(tmp_path, "--gpus-per-trial", "0.5")
+    assert nodes_launched_for(aws, [half] * 4)[0] == {"gpu-a10g-spot": 2}  # two trials per A10G
 
 
 def test_no_secrets_in_cluster_files():

@@ -25,6 +25,7 @@ from tune.cluster import local_auth_token, ray_running
 from tune.space import SEARCHABLE, describe, search_ranges
 
 STATUS = {TrialState.COMPLETE: "TERMINATED", TrialState.PRUNED: "PRUNED", TrialState.FAIL: "ERROR"}
+RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}  # Tune's names of a trial's resources -> Ray's
 
 
 def base_config(s, target: str) -> TrainConfig:
@@ -58,14 +59,19 @@ def schedule(config: TrainConfig, ranges: dict) -> tuple[int, int]:
     return rounds, max(1, min(grace, rounds))
 
 
-def trial_resources(s, ray) -> tuple[dict, int]:
-    """Resources of one trial and how many run at once."""
-    cluster = ray.cluster_resources()
-    gpus = s.gpus_per_trial if s.gpus_per_trial is not None else (1.0 if cluster.get("GPU", 0) >= 1 else 0.0)
-    fit = math.floor(cluster.get("CPU", 1) / s.cpus_per_trial)
-    if gpus:
-        fit = min(fit, math.floor(cluster.get("GPU", 0) / gpus))
-    return {"cpu": s.cpus_per_trial, "gpu": gpus}, s.max_concurrent or max(1, fit)
+def trial_resources(s, cluster: dict) -> tuple[dict, int, int]:
+    """Resources of one trial, how many run at once, and how many fit on the nodes up now (`cluster`, Ray's
+    cluster_resources()): 0 on an autoscaling cluster whose workers have not started yet."""
+    gpus = s.gpus_per_trial if s.gpus_per_trial is not None else \
+        (1.0 if s.accelerator_type or cluster.get("GPU", 0) >= 1 else 0.0)
+    resources = {"cpu": s.cpus_per_trial, "gpu": gpus}
+    if s.accelerator_type:
+        # What Ray's own `accelerator_type=` option asks for: a sliver of the resource every node of that
+        # GPU model carries, so that it takes nothing from other trials.
+        resources[f"accelerator_type:{s.accelerator_type}"] = 0.001
+    fit = min(math.floor(cluster.get(RAY_NAMES.get(name, name), 0) / amount)
+              for name, amount in resources.items() if amount)
+    return resources, s.max_concurrent or max(1, fit), fit
 
 
 def run_search(s, resume: bool) -> int:
@@ -91,7 +97,14 @@ def run_search(s, resume: bool) -> int:
     console.print(f"watch it: optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1", soft_wrap=True)
     records, finals, best = [], {}, {}
     with ray_running(out, s.address) as ray:
-        resources, concurrency = trial_resources(s, ray)
+        resources, concurrency, fit = trial_resources(s, ray.cluster_resources())
+        if not fit:
+            console.print(f"[yellow]note[/yellow] no node up now has room for a trial ({resources}): trials "
+                          "wait until an autoscaler starts one. The defaults of --gpus-per-trial and "
+                          f"--max-concurrent come from the nodes up now: {concurrency} trial(s) at a time.")
+        # Tune keeps one trial of a custom searcher pending at a time: the next is created only once the last
+        # has started, so an autoscaler would start GPU nodes one by one, and short trials never overlap.
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrency))
         import datasets
 
         from pram.inputs import prepare_data

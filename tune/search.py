@@ -72,6 +72,7 @@ class Settings:
     train: dict = field(default_factory=dict)
     prune_collapsed: bool = True
     max_failures: int = 2
+    accelerator_type: str | None = None
 
     @property
     def metric(self) -> str:
@@ -109,9 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs per trial; fractions share a GPU, e.g. 0.5 (default: 1 if Ray sees a GPU, "
                         "else 0)")
+    p.add_argument("--accelerator-type", default=None, metavar="MODEL",
+                   help="run trials only on nodes with this GPU model, as Ray names it (A10G, V100, A100, "
+                        "H100, L4, T4...; clusters/aws.yaml declares it per node type); implies a GPU per "
+                        "trial unless --gpus-per-trial says otherwise")
     p.add_argument("--address", default=None,
-                   help="Ray cluster to use: auto (a running `ray start`) or ray://HOST:PORT "
-                        "(default: start a local Ray with all cores)")
+                   help="Ray cluster to use: auto (a running `ray start`), HOST:PORT of its head or "
+                        "ray://HOST:PORT (default: start a local Ray with all cores)")
     p.add_argument("--storage", default=None,
                    help="where Tune keeps trial results and checkpoints: a folder, or s3://... / gs://... "
                         "that every node reaches (default: <out>/ray/experiments)")
@@ -187,7 +192,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         seed=args.seed, final_seeds=defaults["final_seeds"] if args.final_seeds is None else args.final_seeds,
         out=str(out), data_dir=str(resolve_data_dir(args.data_dir).resolve()),
         cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None, ranges=tuple(args.ranges),
-        train=train, prune_collapsed=args.prune_collapsed, max_failures=args.max_failures)
+        train=train, prune_collapsed=args.prune_collapsed, max_failures=args.max_failures,
+        accelerator_type=args.accelerator_type)
 
 
 def _interrupt(signum, frame):
