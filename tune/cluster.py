@@ -75,8 +75,11 @@ def ray_running(run_dir: Path, address: str | None, num_cpus: int | None = None)
                 ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
                          logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise UserError(f"--address {address}: cannot connect to Ray ({e}); start it with "
-                                "`ray start --head` or leave --address out for a local Ray") from None
+                # A missing token looks the same as no cluster from here (Ray retries, then "failed").
+                raise UserError(f"--address {address}: cannot connect to Ray ({e}); is it running "
+                                "(`ray start --head`), and does this machine have its token "
+                                "(~/.ray/auth_token or $RAY_AUTH_TOKEN_PATH)? Or leave --address out for a "
+                                "local Ray") from None
         else:
             temp, link = temp_dir_for(ray_dir / "tmp")
             # "local": a new Ray of our own even if `ray start` or RAY_ADDRESS points elsewhere
