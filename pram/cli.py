@@ -5,6 +5,7 @@
     pram train ...                         train PRAM (single- or multi-source)
     pram evaluate CHECKPOINT ...           score a checkpoint on a labelled split
     pram predict CHECKPOINT FILE           tag a CoNLL file or plain text
+    pram report RESULTS_DIR                dashboard.html and paper-tables.md of a search's results folder
 """
 
 from __future__ import annotations
@@ -164,6 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("checkpoint")
     pr.add_argument("file")
     pr.add_argument("--out", default=None, help="write here instead of stdout (token<TAB>tag, blank line between)")
+
+    rep = sub.add_parser(
+        "report", help="write dashboard.html and paper-tables.md into a search's results folder",
+        description="From the results folder of a search (tune/search.py, which runs this at its end), "
+                    "write dashboard.html, one page that opens with no network: the learning curve of every "
+                    "trial with ASHA's stops, hyper-parameter importance (fANOVA on optuna.db) and parallel "
+                    "coordinates, each target's best settings with their test F1 beside the paper's, the "
+                    "test F1 of the checkpoint chosen on target dev against source dev, and a t-SNE picture "
+                    "of token representations of the best model beside the no-APC baseline (from the "
+                    "checkpoints under ray/, where they are); and paper-tables.md, the paper's Tables 2-6 "
+                    "with this search's rows beside them.")
+    rep.add_argument("results_dir", metavar="RESULTS_DIR",
+                     help="a folder tune/search.py wrote (run.json, best.json, trials.parquet, "
+                          "history.parquet, final.parquet, optuna.db), e.g. results/conll-multi-laptop")
+    rep.add_argument("--tsne-per-class", type=int, default=40, metavar="N",
+                     help="dev tokens per class and side (source, target) in each t-SNE picture; 0 leaves "
+                          "the pictures out (default: 40)")
+    rep.add_argument("--data-dir", default=None,
+                     help="root of the corpora for the t-SNE tokens (default: the search's, else "
+                          "$PRAM_DATA_DIR, ./data, ../shared/data)")
+    rep.add_argument("--threads", type=int, default=1,
+                     help="threads for the t-SNE picture's forward passes and projection (default: 1; the work "
+                          "is small, and on busy cores more threads only contend)")
     return parser
 
 
@@ -189,6 +213,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "predict":
         from pram.predict import predict_command
         return predict_command(args.checkpoint, args.file, args.out)
+    if args.command == "report":
+        from pram.dashboard import report_command
+        return report_command(args.results_dir, args.tsne_per_class, args.data_dir, args.threads)
     raise AssertionError(args.command)
 
 
@@ -204,7 +231,7 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "experiment", "evaluate", "predict"):
+    if args.command in ("train", "experiment", "evaluate", "predict", "report"):
         quiet_libraries()
     try:
         return run(args)
