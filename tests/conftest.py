@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from searches import run_search
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +16,25 @@ def data_dir() -> Path:
     path = Path(__file__).resolve().parents[1].parent / "shared" / "data"
     assert path.is_dir(), f"the real corpora are missing: expected them at {path}"
     return path
+
+
+@pytest.fixture(scope="session")
+def docs_dir() -> Path:
+    """The paper's text and notes, at ../shared/docs from the repository root."""
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "docs"
+    assert (path / "PRAM-paper.txt").is_file(), f"the paper's text is missing: expected it at {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_search(tmp_path_factory, data_dir) -> SimpleNamespace:
+    """One multi-source smoke search on CoNLL (target de, 4 trials, 2 final seeds and the no-APC baseline),
+    run once for every test that reads its results folder: out, the finished process, its cache, seconds."""
+    root = tmp_path_factory.mktemp("smoke-search")
+    out = root / "results" / "conll-multi-smoke"
+    started = time.monotonic()
+    run = run_search(out, data_dir, root / "cache", "--final-seeds", "2")
+    return SimpleNamespace(out=out, run=run, cache=root / "cache", seconds=time.monotonic() - started)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The search front door (`tune/search.py`): its space, its command line, and real smoke-preset searches.
 
 The searches run `python tune/search.py` as a user does, on real sentences with a tiny random model; each
-starts its own Ray (a few seconds) with everything under the test's folder.
+starts its own Ray (a few seconds) with everything under the test's folder. The plain smoke search is run once
+for the whole session (the `smoke_search` fixture of conftest.py; tests/test_report.py reads it too).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pram.config import PRESETS  # noqa: E402
+from searches import search_command, search_env  # noqa: E402
 from tune.space import PAPER_RANGES, Choice, Interval, make_sampler, parse_range  # noqa: E402
 from tune.space import search_ranges, space_function  # noqa: E402
 
@@ -152,15 +154,6 @@ def test_help_explains_every_flag():
         assert flag in run.stdout
 
 
-def search_command(out: Path, data_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "tune/search.py", "--dataset", "conll", "--mode", "multi", "--smoke-test",
-            "--targets", "de", "--data-dir", str(data_dir), "--out", str(out), *extra]
-
-
-def search_env(cache: Path, **extra: str) -> dict:
-    return {**os.environ, "PRAM_CACHE_DIR": str(cache), "COLUMNS": "120", **extra}
-
-
 def study_trials(out: Path, name: str = "conll-multi-de") -> list[optuna.trial.FrozenTrial]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'optuna.db'}").trials
@@ -170,10 +163,8 @@ def columns(path: Path) -> dict[str, pa.DataType]:
     return {f.name: f.type for f in pq.read_schema(path)}
 
 
-def test_smoke_search_end_to_end_writes_every_result(tmp_path, data_dir):
-    out = tmp_path / "results" / "conll-multi-smoke"
-    run = subprocess.run(search_command(out, data_dir, "--final-seeds", "2"), cwd=ROOT,
-                         env=search_env(tmp_path / "cache"), capture_output=True, text=True, timeout=240)
+def test_smoke_search_end_to_end_writes_every_result(smoke_search):
+    out, run = smoke_search.out, smoke_search.run
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1" in run.stderr
     assert "tensorboard --logdir" in run.stderr
@@ -226,20 +217,31 @@ def test_smoke_search_end_to_end_writes_every_result(tmp_path, data_dir):
 
     final = pq.read_table(out / "final.parquet").to_pylist()
     assert columns(out / "final.parquet") == {
-        "target": pa.string(), "lang": pa.string(), "role": pa.string(), "seeds": pa.int64(),
-        "f1_mean": pa.float64(), "f1_std": pa.float64(), "precision_mean": pa.float64(),
-        "recall_mean": pa.float64(), "f1_per_seed": pa.list_(pa.float64()), "paper_f1": pa.float64()}
-    assert [(r["lang"], r["role"]) for r in final] == [("de", "target"), ("en", "source"), ("es", "source"),
-                                                       ("nl", "source")]
+        "target": pa.string(), "variant": pa.string(), "selection": pa.string(), "lang": pa.string(),
+        "role": pa.string(), "seeds": pa.int64(), "f1_mean": pa.float64(), "f1_std": pa.float64(),
+        "precision_mean": pa.float64(), "recall_mean": pa.float64(), "f1_per_seed": pa.list_(pa.float64()),
+        "checkpoints": pa.list_(pa.string()), "paper_f1": pa.float64()}
+    # PRAM and the no-APC baseline, the checkpoint kept by each selection rule, every test language
+    assert [(r["variant"], r["selection"], r["lang"], r["role"]) for r in final] == [
+        (variant, selection, lang, role) for variant in ("both", "none")
+        for selection in ("target-dev", "source-dev")
+        for lang, role in (("de", "target"), ("en", "source"), ("es", "source"), ("nl", "source"))]
     for r in final:
         assert r["seeds"] == 2 and len(r["f1_per_seed"]) == 2
         assert r["f1_mean"] == pytest.approx(sum(r["f1_per_seed"]) / 2)
         assert r["f1_std"] == pytest.approx(abs(r["f1_per_seed"][0] - r["f1_per_seed"][1]) / 2 ** 0.5)
-        assert r["paper_f1"] is None  # Table 4's multi-source PRAM row is missing from the paper's text
+        # Table 4's multi-source PRAM row is missing from the paper's text; its BERT-f stands for no APC
+        assert r["paper_f1"] == ({"both": None, "none": 73.86}[r["variant"]] if r["lang"] == "de" else None)
+        assert len(r["checkpoints"]) == 2
+        for kept in r["checkpoints"]:  # inside the results folder, with the weights the rule chose
+            assert kept.startswith("ray/experiments/final-de/") and kept.endswith(f"/best-{r['selection']}")
+            assert (out / kept / "model.safetensors").is_file()
+    assert {r["checkpoints"][0].split("/")[3].split("-seed-")[0] for r in final} == {"pram", "no-apc"}
 
     summary = (out / "summary.md").read_text()
     assert "| de | en,es,nl |" in summary and "missing from the paper's text" in summary
     assert "not directly comparable" in summary
+    assert "| de | PRAM | " in summary and "| de | no APC (--apc none) | " in summary  # the selection table
     # Ray's own files stay in the run's folder; checkpoints are kept for the best and the last round only.
     assert (out / "ray" / "tmp").is_dir() and (out / "ray" / "experiments" / "search-de").is_dir()
     for trial_dir in (out / "ray" / "experiments" / "search-de").glob("trial-*"):

@@ -15,6 +15,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from pram.paper import paper_f1, variant_counterpart
+
 STATE_STYLE = {"RUNNING": "cyan", "TERMINATED": "green", "PRUNED": "yellow", "ERROR": "red", "PENDING": "dim",
                "PAUSED": "dim"}
 FINISHED = ("TERMINATED", "PRUNED", "ERROR")
@@ -116,7 +118,7 @@ class LiveView(Callback):
     def _name(config: dict) -> str:
         if "optuna_trial" in config:
             return f"trial {config['optuna_trial']}"
-        return f"seed {config.get('seed')}"
+        return ("no-APC " if config.get("apc") == "none" else "") + f"seed {config.get('seed')}"
 
     def _time_left(self, rows: list[dict]) -> str:
         """Evaluations left (an upper bound: pruning ends trials early) at the pace seen so far."""
@@ -152,21 +154,33 @@ class LiveView(Callback):
         return Group(header, table)
 
 
-def summary_table(best: dict, final: list[dict], counts: dict, paper: dict, mode: str) -> Table:
-    """The end of a run: test F1 of each target's final runs beside the paper's, and what the search did."""
-    table = Table(title="test F1 of the best settings (entity-level micro, %)", title_justify="left")
-    for name in ("target", "sources", "here (mean ± sd)", "paper PRAM", "trials done / pruned / failed",
-                 "best settings"):
-        table.add_column(name, justify="right" if name.startswith(("here", "paper")) else "left")
+def summary_table(best: dict, final: list[dict], counts: dict, dataset: str, mode: str,
+                  objective: str) -> Table:
+    """The end of a run: test F1 of each target's final runs (PRAM, and the no-APC baseline where it ran)
+    beside the paper's, and what the search did."""
+    variants = [v for v in ("both", "none") if any(r["variant"] == v for r in final)] or ["both"]
+    names = {"both": "PRAM", "none": "no APC"}
+    table = Table(title="test F1 of the best settings (entity-level micro, %; checkpoints chosen on "
+                        f"{objective})", title_justify="left")
+    for name in ("target", "sources", *(f"{names[v]} here (mean ± sd)" for v in variants),
+                 *(f"paper {variant_counterpart(mode, v)}" for v in variants),
+                 "trials done / pruned / failed", "best settings"):
+        table.add_column(name, justify="right" if name.startswith(("PRAM", "no APC", "paper")) else "left")
     for target, entry in best.items():
-        row = next((r for r in final if r["target"] == target and r["lang"] == target), None)
-        here = "-" if row is None else f"{row['f1_mean']:.2f}" + (
-            f" ± {row['f1_std']:.2f}" if row["f1_std"] is not None else "") + f" (n={row['seeds']})"
-        theirs = "not in the text" if mode == "multi" else (
-            f"{paper[target]:.2f}" if target in paper else "-")
+        here = [_mean_sd(next((r for r in final if (r["target"], r["variant"], r["selection"], r["lang"])
+                               == (target, v, objective, target)), None)) for v in variants]
+        theirs = [f"{value:.2f}" if (value := paper_f1(dataset, mode, v, target)) is not None else
+                  "not in the text" if mode == "multi" and v == "both" else "-" for v in variants]
         c = counts.get(target, {})
         settings = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in entry.get("config", {}).items())
-        table.add_row(target, ",".join(entry.get("sources", [])), here, theirs,
+        table.add_row(target, ",".join(entry.get("sources", [])), *here, *theirs,
                       f"{c.get('TERMINATED', 0)} / {c.get('PRUNED', 0)} / {c.get('ERROR', 0)}", settings)
     return table
+
+
+def _mean_sd(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    return f"{row['f1_mean']:.2f}" + (f" ± {row['f1_std']:.2f}" if row["f1_std"] is not None else "") + \
+        f" (n={row['seeds']})"

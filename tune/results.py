@@ -3,7 +3,8 @@
 trials.parquet   one row per trial: its settings, status, the round it stopped at, time, where it ran (node
                  IP, Ray node id, GPU ids on that node: of its last attempt), every last metric
 history.parquet  one row per evaluation of each trial
-final.parquet    per target and language: mean and standard deviation of test F1 over the final seeds
+final.parquet    per target, variant (PRAM, the no-APC baseline), selection rule and language: mean and
+                 standard deviation of test F1 over the final seeds, and the checkpoint each seed kept
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pram.config import SELECTIONS
+from pram.paper import paper_f1, variant_counterpart
 from tune.space import SEARCHABLE
 
 # Tune's bookkeeping columns, left out of the tables (the trial's own numbers stay).
@@ -34,14 +37,22 @@ TRIAL_COLUMNS = [  # the fixed part of trials.parquet; every metric of the last 
 ]
 HISTORY_COLUMNS = [("target", pa.string()), ("optuna_trial", pa.int64()), ("trial_id", pa.string()),
                    ("round", pa.int64()), ("step", pa.int64()), ("time_total_s", pa.float64())]
-FINAL_COLUMNS = [("target", pa.string()), ("lang", pa.string()), ("role", pa.string()), ("seeds", pa.int64()),
+FINAL_COLUMNS = [("target", pa.string()), ("variant", pa.string()), ("selection", pa.string()),
+                 ("lang", pa.string()), ("role", pa.string()), ("seeds", pa.int64()),
                  ("f1_mean", pa.float64()), ("f1_std", pa.float64()), ("precision_mean", pa.float64()),
                  ("recall_mean", pa.float64()), ("f1_per_seed", pa.list_(pa.float64())),
-                 ("paper_f1", pa.float64())]
+                 ("checkpoints", pa.list_(pa.string())), ("paper_f1", pa.float64())]
+VARIANTS = {"both": "PRAM", "none": "no APC (--apc none)"}  # final-stage variants, in the order shown
 
-# The paper's PRAM test F1 (mBERT). Table 4's multi-source PRAM row is missing from the paper's text.
-PAPER_F1 = {("conll", "single"): {"de": 77.64, "es": 82.06, "nl": 83.15},
-            ("wikiann", "single"): {"ar": 57.44, "hi": 74.67, "zh": 55.46}}
+
+@dataclass
+class FinalRun:
+    """One run of the final stage."""
+
+    variant: str  # its --apc: both (PRAM) or none (the no-APC baseline)
+    seed: int
+    metrics: dict  # its last result: test_f1_<lang>_by_<selection> etc.
+    checkpoint: str | None  # the checkpoints/ folder Tune kept (relative to the results folder if inside it)
 
 
 @dataclass
@@ -116,25 +127,40 @@ def write_table(path: Path, rows: list[dict], fixed: list[tuple[str, pa.DataType
     return path
 
 
-def final_rows(dataset: str, mode: str, finals: dict[str, list[dict]],
+def final_rows(dataset: str, mode: str, finals: dict[str, list[FinalRun]],
                roles: dict[str, dict[str, str]]) -> list[dict]:
-    """finals[target]: the last result of each final seed, with test_f1_<lang> etc."""
-    paper = PAPER_F1.get((dataset, mode), {})
+    """One row per target, variant, selection rule and test language, over the final runs' seeds."""
     rows = []
-    for target, results in finals.items():
-        langs = sorted({k.removeprefix("test_f1_") for r in results for k in r if k.startswith("test_f1_")},
+    for target, runs in finals.items():
+        langs = sorted({k.removeprefix("test_f1_") for r in runs for k in r.metrics
+                        if k.startswith("test_f1_") and "_by_" not in k},
                        key=lambda lang: (lang != target, lang))
-        for lang in langs:
-            f1 = [r[f"test_f1_{lang}"] for r in results if f"test_f1_{lang}" in r]
-            rows.append({"target": target, "lang": lang, "role": roles[target].get(lang, "zero-shot"),
-                         "seeds": len(f1), "f1_mean": statistics.fmean(f1),
-                         "f1_std": statistics.stdev(f1) if len(f1) > 1 else None,
-                         "precision_mean": statistics.fmean(r[f"test_precision_{lang}"] for r in results
-                                                            if f"test_precision_{lang}" in r),
-                         "recall_mean": statistics.fmean(r[f"test_recall_{lang}"] for r in results
-                                                         if f"test_recall_{lang}" in r),
-                         "f1_per_seed": f1, "paper_f1": paper.get(lang) if lang == target else None})
+        for variant in [v for v in VARIANTS if any(r.variant == v for r in runs)]:
+            seeds = sorted((r for r in runs if r.variant == variant), key=lambda r: r.seed)
+            for selection in SELECTIONS:
+                for lang in langs:
+                    row = _over_seeds(seeds, lang, selection)
+                    if row:
+                        paper = paper_f1(dataset, mode, variant, lang) if lang == target else None
+                        rows.append({"target": target, "variant": variant, "selection": selection,
+                                     "lang": lang, "role": roles[target].get(lang, "zero-shot"), **row,
+                                     "paper_f1": paper})
     return rows
+
+
+def _over_seeds(runs: list[FinalRun], lang: str, selection: str) -> dict | None:
+    """Test scores on one language of the weights one selection rule kept, over the runs that have them."""
+    suffix = "_by_" + selection.replace("-", "_")
+    runs = [r for r in runs if f"test_f1_{lang}{suffix}" in r.metrics]
+    if not runs:
+        return None
+    f1 = [r.metrics[f"test_f1_{lang}{suffix}"] for r in runs]
+    return {"seeds": len(f1), "f1_mean": statistics.fmean(f1),
+            "f1_std": statistics.stdev(f1) if len(f1) > 1 else None,
+            "precision_mean": statistics.fmean(r.metrics[f"test_precision_{lang}{suffix}"] for r in runs),
+            "recall_mean": statistics.fmean(r.metrics[f"test_recall_{lang}{suffix}"] for r in runs),
+            "f1_per_seed": f1,
+            "checkpoints": [r.checkpoint and f"{r.checkpoint}/best-{selection}" for r in runs]}
 
 
 def write_final(path: Path, rows: list[dict]) -> Path:
@@ -150,35 +176,80 @@ def write_best(path: Path, best: dict) -> Path:
 
 def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str, dict[str, int]]) -> str:
     """A short report: test F1 per target next to the paper's, the chosen settings, what the search did."""
-    mode = run["mode"]
-    lines = [f"# PRAM search: {run['dataset']}, {mode}-source, preset {run['preset']}", "",
-             f"Encoder `{run['encoder']}`; the paper used mBERT, so the numbers are not directly comparable. "
-             f"Settings chosen on {run['objective']} F1 by Optuna TPE (seed {run['seed']}) with ASHA early "
-             f"stopping; each target's best settings retrained with {run['final_seeds']} seed(s), test F1 "
-             "(entity-level micro, %) as mean ± standard deviation.", "",
-             "| target | sources | test F1 here | paper PRAM | trials (complete / pruned / error) "
-             "| best settings |",
-             "|---|---|---|---|---|---|"]
+    mode, objective = run["mode"], run["objective"]
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in final)] or ["both"]
+    baseline = ", and the same seeds, steps and data without APC (`--apc none`)" if "none" in variants else ""
+    about = (f"Encoder `{run['encoder']}`; the paper used mBERT, so the numbers are not directly comparable. "
+             f"Settings chosen on {objective} F1 by Optuna TPE (seed {run['seed']}) with ASHA early "
+             f"stopping; each target's best settings retrained with {run['final_seeds']} seed(s){baseline}; "
+             f"test F1 (entity-level micro, %) of the checkpoint chosen on {objective} F1, as mean ± "
+             "standard deviation. Charts: `dashboard.html`; the paper's tables beside ours: "
+             "`paper-tables.md`.")
+    lines = [f"# PRAM search: {run['dataset']}, {mode}-source, preset {run['preset']}", "", about, "",
+             "| target | sources | " + " | ".join(f"{VARIANTS[v]} here" for v in variants) + " | "
+             + " | ".join(f"paper {variant_counterpart(mode, v)}" for v in variants)
+             + " | trials (complete / pruned / error) | best settings |",
+             "|---|---|" + "---|" * (2 * len(variants)) + "---|---|"]
     for target, entry in best.items():
-        row = next((r for r in final if r["target"] == target and r["lang"] == target), None)
-        here = "-" if row is None else f"{row['f1_mean']:.2f}" + (
-            f" ± {row['f1_std']:.2f}" if row["f1_std"] is not None else "") + f" (n={row['seeds']})"
-        if mode == "multi":
-            paper = "missing from the paper's text (Table 4)"
-        else:
-            paper_f1 = PAPER_F1.get((run["dataset"], mode), {}).get(target)
-            paper = f"{paper_f1:.2f}" if paper_f1 is not None else "-"
+        here = [_cell(_find(final, target, v, objective, target)) for v in variants]
+        paper = [_paper_cell(run, v, target) for v in variants]
         c = counts.get(target, {})
+        trials = f"{c.get('TERMINATED', 0)} / {c.get('PRUNED', 0)} / {c.get('ERROR', 0)}"
         settings = ", ".join(f"{k}={_fmt(v)}" for k, v in entry.get("config", {}).items())
-        lines.append(f"| {target} | {','.join(entry['sources'])} | {here} | {paper} | "
-                     f"{c.get('TERMINATED', 0)} / {c.get('PRUNED', 0)} / {c.get('ERROR', 0)} | {settings} |")
-    others = [r for r in final if r["lang"] != r["target"]]
-    if others:
-        lines += ["", "Other test sets of the final models (sources and zero-shot languages):", "",
-                  "| target | language | role | test F1 |", "|---|---|---|---|"]
-        lines += [f"| {r['target']} | {r['lang']} | {r['role']} | {r['f1_mean']:.2f}"
-                  + (f" ± {r['f1_std']:.2f}" if r["f1_std"] is not None else "") + " |" for r in others]
+        lines.append(f"| {target} | {','.join(entry.get('sources', []))} | " + " | ".join(here + paper)
+                     + f" | {trials} | {settings} |")
+    lines += _selection_lines(final, variants) + _other_lines(final, variants, objective)
     return "\n".join(lines) + "\n"
+
+
+def _find(final: list[dict], target: str, variant: str, selection: str, lang: str) -> dict | None:
+    return next((r for r in final if (r["target"], r["variant"], r["selection"], r["lang"])
+                 == (target, variant, selection, lang)), None)
+
+
+def _cell(row: dict | None, seeds: bool = True) -> str:
+    if row is None:
+        return "-"
+    sd = f" ± {row['f1_std']:.2f}" if row["f1_std"] is not None else ""
+    return f"{row['f1_mean']:.2f}{sd}" + (f" (n={row['seeds']})" if seeds else "")
+
+
+def _paper_cell(run: dict, variant: str, target: str) -> str:
+    value = paper_f1(run["dataset"], run["mode"], variant, target)
+    if value is None and run["mode"] == "multi" and variant == "both":
+        return "missing from the paper's text (Table 4)"
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _selection_lines(final: list[dict], variants: list[str]) -> list[str]:
+    """The checkpoint each selection rule keeps in the same final runs, scored on the target's test set."""
+    targets = list(dict.fromkeys(r["target"] for r in final))
+    if not targets:
+        return []
+    lines = ["", ("Model selection: target test F1 of the checkpoint each rule keeps, in the same runs "
+                  "(target dev uses target labels, the paper's protocol; source dev is strictly "
+                  "zero-resource):"), "",
+             "| target | variant | " + " | ".join(f"chosen on {s}" for s in SELECTIONS) + " |",
+             "|---|---|" + "---|" * len(SELECTIONS)]
+    for target in targets:
+        for v in variants:
+            cells = [_cell(_find(final, target, v, s, target), seeds=False) for s in SELECTIONS]
+            lines.append(f"| {target} | {VARIANTS[v]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _other_lines(final: list[dict], variants: list[str], objective: str) -> list[str]:
+    others = [r for r in final if r["lang"] != r["target"] and r["variant"] == variants[0]
+              and r["selection"] == objective]
+    if not others:
+        return []
+    lines = ["", "Other test sets of the final models (sources and zero-shot languages):", "",
+             "| target | language | role | " + " | ".join(VARIANTS[v] for v in variants) + " |",
+             "|---|---|---|" + "---|" * len(variants)]
+    for r in others:
+        cells = [_cell(_find(final, r["target"], v, objective, r["lang"]), seeds=False) for v in variants]
+        lines.append(f"| {r['target']} | {r['lang']} | {r['role']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _fmt(value) -> str:

@@ -127,11 +127,46 @@ def run_search(s, resume: bool) -> int:
             if s.final_seeds and best[target]:
                 final_grid = final_stage(s, target, base, data, best[target]["config"], resources,
                                          concurrency, rounds, resume)
-                finals[target] = [r.metrics for r in final_grid if r.metrics and r.metrics.get("final")]
+                finals[target] = final_runs(final_grid, out)
             del data
     write_results(s, out, records, best, finals, bases)
+    write_report(out, console)
     print_end(s, out, best, console)
     return 0
+
+
+def final_runs(grid, out: Path) -> list[results.FinalRun]:
+    """The final stage's runs that reported test scores, each with the checkpoint folder Tune kept."""
+    runs = []
+    for r in grid:
+        if r.metrics and r.metrics.get("final"):
+            config = r.config or {}
+            runs.append(results.FinalRun(config.get("apc", "both"), config.get("seed"), r.metrics,
+                                         checkpoint_location(r.checkpoint, out)))
+    return runs
+
+
+def checkpoint_location(checkpoint, out: Path) -> str | None:
+    """A checkpoint's folder: relative to the results folder when inside it, else a path or URI."""
+    if checkpoint is None:
+        return None
+    scheme = getattr(checkpoint.filesystem, "type_name", "local")
+    if scheme != "local":
+        return f"{scheme}://{checkpoint.path}"
+    path = Path(checkpoint.path)
+    return str(path.relative_to(out)) if path.is_relative_to(out) else str(path)
+
+
+def write_report(out: Path, console: Console) -> None:
+    """dashboard.html and paper-tables.md (`pram report`). The results files are written by now: a search
+    that ran for hours does not end in a traceback over its page; it says how to try again."""
+    from pram.dashboard import build_report
+
+    try:
+        build_report(out)
+    except Exception as e:  # noqa: BLE001 - the search's results stand without the page
+        console.print(f"[red]dashboard not written[/red] ({type(e).__name__}: {e}); `pram report {out}` "
+                      "tries again and shows the traceback", soft_wrap=True)
 
 
 def portable(data):
@@ -193,8 +228,7 @@ def print_end(s, out: Path, best: dict, console: Console) -> None:
     final = pq.read_table(out / "final.parquet").to_pylist()
     counts = Counter((r["target"], r["status"]) for r in pq.read_table(out / "trials.parquet").to_pylist())
     by_target = {t: {status: n for (target, status), n in counts.items() if target == t} for t in best}
-    paper = results.PAPER_F1.get((s.dataset, s.mode), {})
-    console.print(summary_table(best, final, by_target, paper, s.mode))
+    console.print(summary_table(best, final, by_target, s.dataset, s.mode, s.objective))
     if s.mode == "multi":
         console.print("The paper's multi-source PRAM row (Table 4) is missing from its text.")
     encoder = next((entry["encoder"] for entry in best.values() if entry), "?")
@@ -202,7 +236,7 @@ def print_end(s, out: Path, best: dict, console: Console) -> None:
                   "comparable.")
     shown = out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out
     # soft_wrap: paths and commands stay whole on one line, to be copied
-    console.print(f"\n[bold]results[/bold] {shown}/: summary.md best.json trials.parquet history.parquet "
-                  "final.parquet", soft_wrap=True)
+    console.print(f"\n[bold]results[/bold] {shown}/: dashboard.html summary.md paper-tables.md best.json "
+                  "trials.parquet history.parquet final.parquet", soft_wrap=True)
     console.print(f"dashboards:\n  optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1\n"
                   f"  tensorboard --logdir {s.storage} --host 127.0.0.1", soft_wrap=True)

@@ -7,7 +7,8 @@
     python tune/search.py --dataset conll --mode multi --resume        # continue a search whose driver died
 
 One Optuna study per target language, in <out>/optuna.db. Results: <out>/{trials,history,final}.parquet,
-best.json, summary.md; checkpoints and Ray's own files under <out>/ray/.
+best.json, summary.md, paper-tables.md and dashboard.html (`pram report`); checkpoints and Ray's own files
+under <out>/ray/.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Settings:
     cache_dir: str | None
     ranges: tuple[str, ...]
     train: dict = field(default_factory=dict)
+    baseline: bool = True
     prune_collapsed: bool = True
     max_failures: int = 2
     accelerator_type: str | None = None
@@ -135,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prune-collapsed", dest="prune_collapsed", action="store_false",
                    help="keep training trials whose target predictions collapsed (by default they are "
                         "stopped once past the grace period, like ASHA's losers)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="retrain only PRAM in the final stage (by default the same seeds, steps and data are "
+                        "also trained with --apc none, the no-APC baseline, so that the results set PRAM "
+                        "against it on this machine)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="times a trial that raised is retried from its last checkpoint (default: 2)")
     p.add_argument("--out", default=None, help="results folder (default: results/<dataset>-<mode>-<preset>)")
@@ -190,6 +196,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_concurrent=args.max_concurrent or defaults["max_concurrent"], cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, address=args.address, storage=storage, objective=args.objective,
         seed=args.seed, final_seeds=defaults["final_seeds"] if args.final_seeds is None else args.final_seeds,
+        baseline=args.baseline,
         out=str(out), data_dir=str(resolve_data_dir(args.data_dir).resolve()),
         cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None, ranges=tuple(args.ranges),
         train=train, prune_collapsed=args.prune_collapsed, max_failures=args.max_failures,

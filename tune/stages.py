@@ -1,4 +1,5 @@
-"""A target's two Tune experiments: the search, and the retraining of its best settings with several seeds.
+"""A target's two Tune experiments: the search, and the retraining of its best settings with several seeds
+(beside the same runs with `--apc none`, the no-APC baseline, unless the search was told not to).
 
 Each is a new Tuner, or, with --resume, the Tuner restored from its folder (finished trials kept, unfinished
 and errored ones continued from their last checkpoint).
@@ -36,11 +37,16 @@ def _fit(s, name: str, trainable, make_tuner, resume: bool):
     return grid
 
 
+VARIANT_DIRS = {"both": "pram", "none": "no-apc"}
+
+
 def trial_dirname(trial) -> str:
-    """`trial-003-<id>` in a search, `seed-1-<id>` in a final run (instead of every setting in the name)."""
+    """`trial-003-<id>` in a search, `pram-seed-1-<id>` or `no-apc-seed-1-<id>` in a final run (instead of
+    every setting in the name)."""
     if "optuna_trial" in trial.config:
         return f"trial-{trial.config['optuna_trial']:03d}-{trial.trial_id}"
-    return f"seed-{trial.config.get('seed')}-{trial.trial_id}"
+    variant = trial.config.get("apc", "both")
+    return f"{VARIANT_DIRS.get(variant, variant)}-seed-{trial.config.get('seed')}-{trial.trial_id}"
 
 
 def _run_config(s, name: str, callbacks: list, checkpoint: tune.CheckpointConfig) -> tune.RunConfig:
@@ -84,16 +90,21 @@ def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: 
 
 def final_stage(s, target: str, base, data, config: dict, resources: dict, concurrency: int, rounds: int,
                 resume: bool):
-    """The best settings retrained with --final-seeds seeds, in parallel; each reports test scores last."""
+    """The best settings retrained with --final-seeds seeds, in parallel, and with `--apc none` on the same
+    seeds, steps and data (the no-APC baseline) unless s.baseline is off; each run reports test scores last.
+    Tune keeps each run's last checkpoint: its best-target-dev and best-source-dev weights."""
     name = f"final-{target}"
     trainable = _trainable(s, name, base, data, resources, report_test=True)
     seeds = [s.seed + i for i in range(s.final_seeds)]
+    variants = ["both", "none"] if s.baseline else ["both"]
 
     def make_tuner():
-        view = LiveView(f"final {target}: best settings, {len(seeds)} seed(s)", len(seeds), rounds,
-                        s.metric, ["seed"])
+        view = LiveView(f"final {target}: best settings, {len(seeds)} seed(s)"
+                        + (", and the no-APC baseline" if s.baseline else ""), len(seeds) * len(variants),
+                        rounds, s.metric, ["apc", "seed"])
+        space = {**config, "apc": tune.grid_search(variants), "seed": tune.grid_search(seeds)}
         return tune.Tuner(
-            trainable, param_space={**config, "seed": tune.grid_search(seeds)},
+            trainable, param_space=space,
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=False,
                                         trial_dirname_creator=trial_dirname),
             run_config=_run_config(s, name, [view], tune.CheckpointConfig(num_to_keep=1)))

@@ -2,6 +2,7 @@
 
 Test-only fault injection: with PRAM_TUNE_FAIL_AT_STEP=N in the environment, a trial that started from
 scratch raises right after reporting step N; its retry starts from that checkpoint and does not raise again.
+PRAM_TUNE_FAIL_TRIAL=K limits the fault to Optuna trial K (with --max-failures 0 it then ends in ERROR).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pram.inputs import TrainData
 from pram.train import train
 
 FAIL_AT_STEP = "PRAM_TUNE_FAIL_AT_STEP"
+FAIL_TRIAL = "PRAM_TUNE_FAIL_TRIAL"
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 
@@ -40,7 +42,7 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
     train_config = replace(base, **settings, out_dir=str(out_dir), quiet=True, threads=threads)
     meta = _restore(out_dir)
     started_cpu = time.process_time()
-    fail_at = int(os.environ.get(FAIL_AT_STEP, 0))
+    fail_at = _fault_step(config)
     where = _placement()
 
     def report(metrics: dict, last_checkpoint_dir: Path) -> None:
@@ -82,6 +84,14 @@ def _placement() -> dict:
             "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids())}
 
 
+def _fault_step(config: dict) -> int:
+    """The step after which this trial raises (the test-only hook of the module's docstring); 0: never."""
+    only = os.environ.get(FAIL_TRIAL)
+    if only is not None and str(config.get("optuna_trial")) != only:
+        return 0
+    return int(os.environ.get(FAIL_AT_STEP, "0"))
+
+
 def _scalars(metrics: dict) -> dict:
     """Tune keeps numbers; booleans become 0/1 so that progress.csv and Parquet hold one type per column."""
     return {k: (int(v) if isinstance(v, bool) else v) for k, v in metrics.items()
@@ -89,10 +99,18 @@ def _scalars(metrics: dict) -> dict:
 
 
 def _test_scalars(final: dict) -> dict:
+    """Test scores of the weights the run's selection rule keeps (`test_f1_de`), and of those each rule keeps
+    (`test_f1_de_by_source_dev`): what choosing the checkpoint on the other dev set would have given."""
     out = {"selected_step": final["selected_by"][final["selection"]]["step"]}
     for lang, scores in final["test"].items():
         for name in ("f1", "precision", "recall"):
             out[f"test_{name}_{lang}"] = scores[name]
+    for selection, kept in final["selected_by"].items():
+        suffix = "_by_" + selection.replace("-", "_")
+        out["selected_step" + suffix] = kept["step"]
+        for lang, scores in kept["test"].items():
+            for name in ("f1", "precision", "recall"):
+                out[f"test_{name}_{lang}{suffix}"] = scores[name]
     return out
 
 

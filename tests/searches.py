@@ -1,0 +1,27 @@
+"""Running `tune/search.py` as a user does, for the tests: smoke-preset searches on real sentences with a tiny
+random model, each with its own Ray (a few seconds to start) and everything under the test's folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def search_command(out: Path, data_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "tune/search.py", "--dataset", "conll", "--mode", "multi", "--smoke-test",
+            "--targets", "de", "--data-dir", str(data_dir), "--out", str(out), *extra]
+
+
+def search_env(cache: Path, **extra: str) -> dict:
+    return {**os.environ, "PRAM_CACHE_DIR": str(cache), "COLUMNS": "120", **extra}
+
+
+def run_search(out: Path, data_dir: Path, cache: Path, *extra: str, env: dict | None = None,
+               timeout: int = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(search_command(out, data_dir, *extra), cwd=ROOT,
+                          env=search_env(cache, **(env or {})), capture_output=True, text=True,
+                          timeout=timeout, check=False)
