@@ -130,14 +130,16 @@ def load_language(corpus: str, lang: str, data_dir: str | Path | None = None,
             raise UserError(f"{at(folder / (split + SUFFIX[corpus]))}: missing split file: a {corpus} "
                             f"language folder needs train, dev and test{SUFFIX[corpus]}")
     arrow = default_cache_dir(cache_dir) / "arrow"
-    splits, fresh = {}, {}
-    for split, path in files.items():
-        entry = arrow / f"{corpus}-{lang}-{split}-{cache_key(path, corpus, lang)}"
-        splits[split] = _load_cached(entry)
-        if splits[split] is None:
-            splits[split] = fresh[entry] = sentences_to_dataset(read_file(path), path, corpus, lang)
-    for entry, dataset in fresh.items():
-        _save_atomically(dataset, entry)
+    entries = {split: arrow / f"{corpus}-{lang}-{split}-{cache_key(path, corpus, lang)}"
+               for split, path in files.items()}
+    splits = {split: _load_cached(entry) for split, entry in entries.items()}
+    fresh = {split: sentences_to_dataset(read_file(files[split]), files[split], corpus, lang)
+             for split, dataset in splits.items() if dataset is None}
+    for split, dataset in fresh.items():
+        _save_atomically(dataset, entries[split])
+        # Served from the entry like any later load: memory-mapped, and `datasets` keeps what is computed from
+        # it (the tokenised split) beside it, so the first run's tokenisation is cached as well.
+        splits[split] = _load_cached(entries[split]) or dataset
     return DatasetDict(splits)
 
 
