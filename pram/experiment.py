@@ -84,6 +84,7 @@ def summary_markdown(rows: list[dict], dataset: str, command: str) -> str:
                     cells.append(f"{statistics.mean(f1):.2f} ± {sd:.2f}" if f1 else "")
                 lines.append(f"| {VARIANT_NAMES.get(v, v)} | {n} | " + " | ".join(cells) + " |")
             lines.append("")
+            lines += paired_lines(rows, target, selection, langs)
     paper = PAPER_TABLE5.get(dataset)
     if paper:
         langs = list(next(iter(paper.values())))
@@ -93,6 +94,38 @@ def summary_markdown(rows: list[dict], dataset: str, command: str) -> str:
             lines.append(f"| {VARIANT_NAMES[v]} | " + " | ".join(f"{scores[lang]:.2f}" for lang in langs) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def paired_lines(rows: list[dict], target: str, selection: str, langs: list[str]) -> list[str]:
+    """Each variant minus --apc none, seed by seed: runs with one seed share their batches and initial weights,
+    so the paired difference is the sharper test of an effect than two means with their spreads."""
+    f1 = {(r["variant"], r["seed"], r["lang"]): r["f1"] for r in rows
+          if (r["target"], r["selection"]) == (target, selection)}
+    variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if v != "none"]
+    if not any(k[0] == "none" for k in f1) or not variants:
+        return []
+    lines = ["Paired by seed, variant minus `--apc none` (mean ± std of the differences):", "",
+             "| variant | pairs | " + " | ".join(f"{lang} Δ F1" for lang in langs) + " |",
+             "|---|---|" + "---|" * len(langs)]
+    for v in variants:
+        cells, n = [], 0
+        for lang in langs:
+            diffs = [f1[(v, s, lang)] - f1[("none", s, lang)] for (w, s, la) in f1
+                     if (w, la) == (v, lang) and ("none", s, lang) in f1]
+            n = max(n, len(diffs))
+            sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+            cells.append(f"{statistics.mean(diffs):+.2f} ± {sd:.2f}" if diffs else "")
+        lines.append(f"| {VARIANT_NAMES.get(v, v)} | {n} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def write_figure(rows: list[dict], dataset: str, path: Path) -> None:
+    from pram.figures import experiment_figure
+
+    paper = PAPER_TABLE5.get(dataset) or {}
+    targets = ", ".join(dict.fromkeys(r["target"] for r in rows))
+    sources = "+".join(dict.fromkeys(r["lang"] for r in rows if r["role"] == "source"))
+    experiment_figure(rows, VARIANT_NAMES, paper, path, f"{dataset}: {sources} -> {targets}, test F1")
 
 
 def experiment(base: TrainConfig, variants: list[str], targets: list[str], seeds: list[int], parallel: int,
@@ -127,6 +160,7 @@ def experiment(base: TrainConfig, variants: list[str], targets: list[str], seeds
 
     pq.write_table(pa.Table.from_pylist(rows), results_dir / "runs.parquet")
     (results_dir / "summary.md").write_text(summary_markdown(rows, base.dataset, command))
+    write_figure(rows, base.dataset, results_dir / "summary.png")
     print((results_dir / "summary.md").read_text())
     return rows
 

@@ -1,0 +1,39 @@
+"""`pram experiment` end to end on the smoke preset, and its paired differences against numbers worked by hand."""
+
+import statistics
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pram.experiment import paired_lines
+
+
+def test_paired_differences_by_hand():
+    rows = [{"variant": v, "seed": s, "lang": "de", "f1": f1, "target": "de", "selection": "target-dev"}
+            for v, s, f1 in [("both", 0, 60.0), ("both", 1, 55.0), ("none", 0, 58.0), ("none", 1, 56.0)]]
+    lines = paired_lines(rows, "de", "target-dev", ["de"])
+    # differences +2.0 and -1.0: mean +0.50, sample std 2.12
+    assert lines[-2] == "| PRAM | 2 | +0.50 ± 2.12 |"
+    assert paired_lines([r for r in rows if r["variant"] == "both"], "de", "target-dev", ["de"]) == []
+
+
+def test_smoke_experiment_writes_runs_summary_and_figure(data_dir, tmp_path):
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "pram.cli", "experiment", "--smoke-test", "--data-dir", str(data_dir),
+               "--cache-dir", str(tmp_path / "cache"), "--variants", "both,none", "--seeds", "0,1",
+               "--targets", "de", "--parallel", "2", "--runs-dir", str(tmp_path / "runs"), "--results", str(results)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = pq.read_table(results / "runs.parquet").to_pylist()
+    # 2 variants x 2 seeds x 2 selection rules x 4 test languages (de target, en source, es and nl zero-shot)
+    assert len(rows) == 2 * 2 * 2 * 4
+    summary = (results / "summary.md").read_text()
+    both = [r["f1"] for r in rows if (r["variant"], r["selection"], r["lang"]) == ("both", "target-dev", "de")]
+    assert f"{statistics.mean(both):.2f} ± {statistics.stdev(both):.2f}" in summary
+    assert "Paired by seed" in summary and "77.64" in summary  # the paper's Table 5, PRAM on de
+    with Image.open(results / "summary.png") as image:
+        assert image.size[0] > 600 and len(set(image.convert("L").getdata())) > 10  # drawn, not blank
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)  # finished runs are read back
+    assert again.returncode == 0 and pq.read_table(results / "runs.parquet").to_pylist() == rows
