@@ -77,7 +77,10 @@ def main() -> None:
              f"**{default:.1f}x** as fast as the pipeline as most people call it (target: at least 5x), and "
              f"{batched:.1f}x as fast as the pipeline given batch_size=64. The pipeline pads each batch to its "
              f"longest sentence in arrival order and post-processes every piece in Python; pram sorts by length, "
-             f"keeps only first pieces and scores in the same pass. (The pipeline's time does not include scoring.)")
+             f"keeps only first pieces and scores in the same pass. (The pipeline's time does not include "
+             f"scoring.) On a CPU the encoder's arithmetic bounds both sides: the pipeline at batch size 1 pads "
+             f"nothing, so what pram saves is the per-call overhead, about half the pipeline's time here; a "
+             f"ratio of 5 would need a device where that overhead dominates (a GPU, perhaps; not measured here).")
     write_section("eval-throughput", "Evaluation throughput against the HuggingFace pipeline", body, args.threads)
 
 

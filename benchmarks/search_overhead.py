@@ -48,7 +48,7 @@ def plain_loop(search_out: str) -> None:
     from tune.space import SEARCHABLE
 
     quiet_libraries()
-    settings = settings_from_args(build_parser().parse_args([*SHORT, "--out", search_out]))
+    settings = settings_from_args(build_parser().parse_args([*SHORT, "--out", search_out, "--resume"]))
     base = dataclasses.replace(base_config(settings, "de"), quiet=True, threads=1)
     data = prepare_data(base)
     trials = pd.read_parquet(Path(search_out) / "trials.parquet")
