@@ -313,10 +313,10 @@ def test_a_folder_without_its_checkpoints_says_so_in_place_of_the_picture(smoke,
 
 
 def test_the_committed_laptop_search_builds_its_page(tmp_path):
-    """results/conll-multi-laptop: a real search made before `pram report`, committed without ray/ (its
+    """results/search-conll-multi-laptop: a real search made before `pram report`, committed without ray/ (its
     final.parquet has no variant, selection or checkpoints)."""
     copy = tmp_path / "conll-multi-laptop"
-    shutil.copytree(ROOT / "results" / "conll-multi-laptop", copy,
+    shutil.copytree(ROOT / "results" / "search-conll-multi-laptop", copy,
                     ignore=shutil.ignore_patterns("dashboard.html", "paper-tables.md"))
     run = pram_report(str(copy))
     assert run.returncode == 0, run.stderr[-3000:]
