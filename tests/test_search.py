@@ -150,7 +150,8 @@ def test_help_explains_every_flag():
     assert run.returncode == 0
     for flag in ("--dataset", "--mode", "--targets", "--preset", "--num-samples", "--max-concurrent",
                  "--cpus-per-trial", "--gpus-per-trial", "--address", "--storage", "--objective", "--seed",
-                 "--final-seeds", "--resume", "--smoke-test", "--data-dir", "--out", "--range"):
+                 "--final-seeds", "--resume", "--smoke-test", "--data-dir", "--out", "--range", "--sampler",
+                 "--scheduler"):
         assert flag in run.stdout
 
 
@@ -247,6 +248,30 @@ def test_smoke_search_end_to_end_writes_every_result(smoke_search):
     for trial_dir in (out / "ray" / "experiments" / "search-de").glob("trial-*"):
         assert 1 <= len(list(trial_dir.glob("checkpoint_*"))) <= 2
     assert not list((out / "ray" / "work").glob("*/*"))  # the trials' working copies are gone
+
+
+def test_random_search_without_early_stopping_trains_every_trial_to_the_end(tmp_path, data_dir):
+    """The baseline of the search-efficiency benchmark: uniform draws, every trial trained to its last round."""
+    out = tmp_path / "run"
+    run = subprocess.run(search_command(out, data_dir, "--num-samples", "3", "--final-seeds", "0",
+                                        "--sampler", "random", "--scheduler", "fifo"),
+                         cwd=ROOT, env=search_env(tmp_path / "cache"), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trials = sorted(pq.read_table(out / "trials.parquet").to_pylist(), key=lambda t: t["optuna_trial"])
+    assert [(t["status"], t["stopped_round"]) for t in trials] == [("TERMINATED", SMOKE_ROUNDS)] * 3
+    assert {t.state.name for t in study_trials(out)} == {"COMPLETE"}
+    # The draws of a seeded RandomSampler over the same space, made here without Ray (study seed: --seed 0
+    # plus the target's place in --targets, 0)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    space = space_function(search_ranges("conll"))
+    for t in trials:
+        drawn = study.ask()
+        space(drawn)
+        assert {k: t[k] for k in drawn.params} == pytest.approx(drawn.params)
+    assert "drawn at random (Optuna's RandomSampler, seed 0) and each trained to the end" in \
+        (out / "summary.md").read_text()
+    assert json.loads((out / "run.json").read_text())["scheduler"] == "fifo"
 
 
 def session_processes(session: int) -> list[int]:

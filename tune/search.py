@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields  # noqa: E402
 from pram.cli import add_config_flags  # noqa: E402
 from pram.config import PRESETS, TrainConfig  # noqa: E402
 from pram.errors import UserError  # noqa: E402
-from tune.space import SEARCHABLE  # noqa: E402
+from tune.space import SAMPLERS, SCHEDULERS, SEARCHABLE  # noqa: E402
 
 # What a search does by default with each preset. The laptop schedule is shorter than `pram train`'s laptop
 # preset, with a larger learning rate and shorter sentences: measured on 2 cores (me5-small, 1 thread a trial,
@@ -75,6 +75,8 @@ class Settings:
     prune_collapsed: bool = True
     max_failures: int = 2
     accelerator_type: str | None = None
+    sampler: str = "tpe"
+    scheduler: str = "asha"
 
     @property
     def metric(self) -> str:
@@ -84,7 +86,7 @@ class Settings:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tune/search.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Search PRAM's hyper-parameters (Optuna TPE + ASHA on Ray Tune), one study per target "
+        description="Search PRAM's hyper-parameters (Optuna TPE + ASHA on Ray Tune by default), one study per target "
                     "language, then retrain each target's best settings with --final-seeds seeds and report "
                     "test F1 beside the paper's.",
         epilog="searched by default (the paper's ranges, Appendix A): tau 0.15:0.25, lam 0.8:0.99, "
@@ -125,7 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=tuple(OBJECTIVES), default="target-dev",
                    help="what the search maximises and the checkpoint is chosen on: target-dev F1 (the "
                         "paper's protocol; uses target labels) or source-dev F1 (strictly zero-resource)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler and of the search's trials")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the search's trials")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                   help="how trials' settings are proposed: tpe (Optuna's TPE, default) or random (uniform "
+                        "draws from the same ranges, as Ray's basic variant generator makes; kept in the same "
+                        "Optuna study, so results, dashboards and --resume work alike)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
+                   help="asha (default): stop weak trials at each evaluation round; fifo: train every trial "
+                        "to the end (no early stopping, and no pruning of collapsed trials)")
     p.add_argument("--final-seeds", type=int, default=None,
                    help="seeds each target's best settings are retrained with; 0 skips it "
                         "(default: 2 for smoke and laptop, 5 for paper)")
@@ -200,7 +209,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         out=str(out), data_dir=str(resolve_data_dir(args.data_dir).resolve()),
         cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None, ranges=tuple(args.ranges),
         train=train, prune_collapsed=args.prune_collapsed, max_failures=args.max_failures,
-        accelerator_type=args.accelerator_type)
+        accelerator_type=args.accelerator_type, sampler=args.sampler, scheduler=args.scheduler)
 
 
 def _interrupt(signum, frame):

@@ -110,9 +110,18 @@ def space_function(ranges: dict[str, Range]):
     return functools.partial(suggest, ranges=ranges)
 
 
-def make_sampler(seed: int, num_samples: int) -> optuna.samplers.TPESampler:
-    """Seeded TPE. Its random start is shortened to half the budget (at least 2, at most Optuna's 10) so
-    that a small search still gets some guided trials; constant_liar keeps parallel trials apart."""
+SAMPLERS = ("tpe", "random")
+SCHEDULERS = ("asha", "fifo")
+
+
+def make_sampler(seed: int, num_samples: int, kind: str = "tpe") -> optuna.samplers.BaseSampler:
+    """Seeded TPE, or seeded uniform random draws (`random`: what Ray's BasicVariantGenerator does with
+    tune.uniform and tune.choice, kept in the Optuna study so that every result file is the same).
+
+    TPE's random start is shortened to half the budget (at least 2, at most Optuna's 10) so that a small
+    search still gets some guided trials; constant_liar keeps parallel trials apart."""
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
     startup = max(2, min(10, num_samples // 2))
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 

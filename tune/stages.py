@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler
 
 from tune.live import LiveView
 from tune.space import SEARCHABLE, make_sampler, space_function
@@ -57,7 +58,8 @@ def _run_config(s, name: str, callbacks: list, checkpoint: tune.CheckpointConfig
 
 def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: str, resources: dict,
                  concurrency: int, rounds: int, grace: int, resume: bool):
-    """Optuna TPE proposes, ASHA stops the weak early; one trial reports once per evaluation."""
+    """Optuna TPE (or uniform random draws) proposes, ASHA stops the weak early (or FIFO trains every trial to
+    the end); one trial reports once per evaluation."""
     name = f"search-{target}"
     trainable = _trainable(s, name, base, data, resources, report_test=False)
 
@@ -66,12 +68,12 @@ def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: 
     study_seed = s.seed + list(s.targets).index(target)
 
     def make_tuner():
-        searcher = StudySearch(space_function(ranges), metric=s.metric, mode="max",
-                               sampler=make_sampler(study_seed, s.num_samples), study_name=study_name,
-                               storage=storage, max_concurrent=concurrency)
+        sampler = make_sampler(study_seed, s.num_samples, s.sampler)
+        searcher = StudySearch(space_function(ranges), metric=s.metric, mode="max", sampler=sampler,
+                               study_name=study_name, storage=storage, max_concurrent=concurrency)
         # reduction factor 2, not ASHA's 4: a search of a few trials still halves at each rung
-        scheduler = RoundsASHA(max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed,
-                               reduction_factor=2)
+        scheduler = FIFOScheduler() if s.scheduler == "fifo" else RoundsASHA(
+            max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed, reduction_factor=2)
         params = [p for p in SEARCHABLE if p in ranges]
         view = LiveView(f"search {target} ({study_name})", s.num_samples, rounds, s.metric, params)
         # Keep the best checkpoint by the objective and the latest (Tune always keeps the latest).

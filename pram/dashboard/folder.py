@@ -59,6 +59,16 @@ class SearchFolder:
         return [v for v in ("both", "none") if v in found] + sorted(found - {"both", "none"})
 
 
+def search_strategy(run: dict) -> str:
+    """How a search chose and stopped its trials, in words (run.json's sampler and scheduler; folders from
+    before those flags were TPE with ASHA)."""
+    seed = run.get("seed")
+    chosen = (f"drawn at random (Optuna's RandomSampler, seed {seed})" if run.get("sampler") == "random"
+              else f"proposed by Optuna TPE (seed {seed})")
+    stopped = "each trained to the end" if run.get("scheduler") == "fifo" else "stopped early by ASHA"
+    return f"{chosen} and {stopped}"
+
+
 def read_folder(path: str | Path) -> SearchFolder:
     """Read a results folder; a folder that is not one is a UserError that names what is missing."""
     path = Path(path)

@@ -4,7 +4,7 @@ trials learnt, which settings mattered, and what the representations look like."
 from __future__ import annotations
 
 from pram.dashboard import figures
-from pram.dashboard.folder import SearchFolder
+from pram.dashboard.folder import SearchFolder, search_strategy
 from pram.dashboard.page import Page
 from pram.paper import PAPER_ENCODER, paper_f1, variant_counterpart
 
@@ -16,9 +16,8 @@ def overview(page: Page, folder: SearchFolder) -> None:
     run = folder.run
     baseline = ", beside the same runs without APC (--apc none)" if "none" in folder.variants() else ""
     page.text(f"A {run['mode']}-source search on {run['dataset']} (preset {run.get('preset')}): "
-              f"{run.get('num_samples')} trials per target ({', '.join(folder.targets)}) proposed by Optuna "
-              f"TPE (seed {run.get('seed')}) and stopped early by ASHA, maximising {run.get('objective')} "
-              "F1; "
+              f"{run.get('num_samples')} trials per target ({', '.join(folder.targets)}) "
+              f"{search_strategy(run)}, maximising {run.get('objective')} F1; "
               f"each target's best settings retrained with {run.get('final_seeds')} seed(s){baseline}. "
               f"Encoder {folder.encoder} (the paper: {PAPER_ENCODER}). Built by `pram report` from "
               f"{folder.path.name}/.")
