@@ -151,7 +151,7 @@ def test_help_explains_every_flag():
     for flag in ("--dataset", "--mode", "--targets", "--preset", "--num-samples", "--max-concurrent",
                  "--cpus-per-trial", "--gpus-per-trial", "--address", "--storage", "--objective", "--seed",
                  "--final-seeds", "--resume", "--smoke-test", "--data-dir", "--out", "--range", "--sampler",
-                 "--scheduler"):
+                 "--scheduler", "--keep-checkpoints"):
         assert flag in run.stdout
 
 
@@ -243,10 +243,16 @@ def test_smoke_search_end_to_end_writes_every_result(smoke_search):
     assert "| de | en,es,nl |" in summary and "missing from the paper's text" in summary
     assert "not directly comparable" in summary
     assert "| de | PRAM | " in summary and "| de | no APC (--apc none) | " in summary  # the selection table
-    # Ray's own files stay in the run's folder; checkpoints are kept for the best and the last round only.
+    # Ray's own files stay in the run's folder. Once the final stage has retrained the best settings, the
+    # search trials' checkpoints are deleted, and each final run keeps only its chosen weights (not last/).
     assert (out / "ray" / "tmp").is_dir() and (out / "ray" / "experiments" / "search-de").is_dir()
-    for trial_dir in (out / "ray" / "experiments" / "search-de").glob("trial-*"):
-        assert 1 <= len(list(trial_dir.glob("checkpoint_*"))) <= 2
+    trial_dirs = list((out / "ray" / "experiments" / "search-de").glob("trial-*"))
+    assert len(trial_dirs) == 4 and all((d / "progress.csv").is_file() for d in trial_dirs)
+    assert not [c for d in trial_dirs for c in d.glob("checkpoint_*")]
+    final_checkpoints = list((out / "ray" / "experiments" / "final-de").glob("*/checkpoint_*"))
+    assert len(final_checkpoints) == 4
+    for checkpoint in final_checkpoints:
+        assert sorted(p.name for p in checkpoint.iterdir() if p.is_dir()) == ["best-source-dev", "best-target-dev"]
     assert not list((out / "ray" / "work").glob("*/*"))  # the trials' working copies are gone
 
 
@@ -319,6 +325,20 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
     assert sorted(t["optuna_trial"] for t in trials) == [0, 1, 2, 3]
     assert {t["status"] for t in trials} <= {"TERMINATED", "PRUNED"}
     assert len({t["trial_id"] for t in trials}) == 4
+    # Without a final stage the best trial's weights are the model: they are kept, the others' deleted.
+    best = json.loads((out / "best.json").read_text())["de"]["optuna_trial"]
+    for t in trials:
+        trial_dir = next((out / "ray" / "experiments" / "search-de").glob(f"trial-{t['optuna_trial']:03d}-*"))
+        assert bool(list(trial_dir.glob("checkpoint_*/last/model.safetensors"))) == (t["optuna_trial"] == best)
+
+    # A finished search resumed again (its deleted checkpoints are not needed) changes nothing.
+    again = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(cache),
+                           capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    def by_trial(rows):
+        return sorted(rows, key=lambda t: t["optuna_trial"])
+
+    assert by_trial(pq.read_table(out / "trials.parquet").to_pylist()) == by_trial(trials)
 
 
 def test_a_trial_that_raises_is_retried_from_its_checkpoint(tmp_path, data_dir):

@@ -108,7 +108,7 @@ def run_search(s, resume: bool) -> int:
         import datasets
 
         from pram.inputs import prepare_data
-        from tune.stages import final_stage, search_stage
+        from tune.stages import final_stage, free_disk, search_stage
 
         datasets.disable_progress_bars()  # the live view is the one display
 
@@ -124,10 +124,16 @@ def run_search(s, resume: bool) -> int:
             records += target_records
             best[target] = best_entry(study, base, s)
             results.write_best(out / "best.json", best)
-            if s.final_seeds and best[target]:
+            retrain = bool(s.final_seeds and best[target])
+            if not s.keep_checkpoints:
+                # The final stage retrains the best settings; without it, the best trial's weights are the model.
+                free_disk(grid, keep_trials=() if retrain else (best[target].get("optuna_trial"),))
+            if retrain:
                 final_grid = final_stage(s, target, base, data, best[target]["config"], resources,
                                          concurrency, rounds, resume)
                 finals[target] = final_runs(final_grid, out)
+                if not s.keep_checkpoints:
+                    free_disk(final_grid, subfolder="last")  # best-target-dev and best-source-dev stay
             del data
     write_results(s, out, records, best, finals, bases)
     write_report(out, console)

@@ -77,6 +77,7 @@ class Settings:
     accelerator_type: str | None = None
     sampler: str = "tpe"
     scheduler: str = "asha"
+    keep_checkpoints: bool = False
 
     @property
     def metric(self) -> str:
@@ -150,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain only PRAM in the final stage (by default the same seeds, steps and data are "
                         "also trained with --apc none, the no-APC baseline, so that the results set PRAM "
                         "against it on this machine)")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep every trial's checkpoints under <out>/ray/ (by default, once a target's search "
+                        "has finished, its trials' weights are deleted when the final stage retrains the best "
+                        "settings (the best trial's are kept when it does not), and each final run keeps only "
+                        "the weights chosen on target dev and on source dev, not the last step's weights and "
+                        "optimizer state that only resuming it needs)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="times a trial that raised is retried from its last checkpoint (default: 2)")
     p.add_argument("--out", default=None, help="results folder (default: results/<dataset>-<mode>-<preset>)")
@@ -209,7 +216,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         out=str(out), data_dir=str(resolve_data_dir(args.data_dir).resolve()),
         cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None, ranges=tuple(args.ranges),
         train=train, prune_collapsed=args.prune_collapsed, max_failures=args.max_failures,
-        accelerator_type=args.accelerator_type, sampler=args.sampler, scheduler=args.scheduler)
+        accelerator_type=args.accelerator_type, sampler=args.sampler, scheduler=args.scheduler,
+        keep_checkpoints=args.keep_checkpoints)
 
 
 def _interrupt(signum, frame):
