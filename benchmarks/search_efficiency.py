@@ -5,8 +5,8 @@ end, on the same budget of training steps, several seeds.
 
 Both arms are `tune/search.py` on the laptop preset's search schedule (150 steps of 8 sentences, an evaluation
 every 50), single-source English -> German, no final stage, two one-thread trials at a time:
-- random: `--sampler random --scheduler fifo --num-samples R`, uniform draws from the paper's ranges (what Ray's
-  BasicVariantGenerator does), every trial trained to the end; its R x 150 steps are the budget;
+- random: `--sampler random --scheduler fifo --num-samples R`, uniform draws from the paper's ranges (what
+  Ray's BasicVariantGenerator does), every trial trained to the end; its R x 150 steps are the budget;
 - TPE + ASHA: `--num-samples A` (A > R, because ASHA stops most trials early), counted only up to the same
   budget.
 
@@ -30,16 +30,17 @@ from common import table, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE = ROOT / "results" / "search-efficiency.png"
-COMMON = ["--dataset", "conll", "--mode", "single", "--targets", "de", "--preset", "laptop", "--final-seeds", "0",
-          "--max-concurrent", "2", "--cpus-per-trial", "1"]
-ARMS = {"random": ["--sampler", "random", "--scheduler", "fifo"], "tpe+asha": ["--sampler", "tpe", "--scheduler", "asha"]}
+COMMON = ["--dataset", "conll", "--mode", "single", "--targets", "de", "--preset", "laptop",
+          "--final-seeds", "0", "--max-concurrent", "2", "--cpus-per-trial", "1"]
+ARMS = {"random": ["--sampler", "random", "--scheduler", "fifo"],
+        "tpe+asha": ["--sampler", "tpe", "--scheduler", "asha"]}
 NAMES = {"random": "random search, no early stopping", "tpe+asha": "Optuna TPE + ASHA (the default)"}
 CLOSE = 0.5
 
 
 def run_arm(arm: str, seed: int, trials: int, out: Path) -> float:
-    argv = [sys.executable, str(ROOT / "tune" / "search.py"), *COMMON, *ARMS[arm], "--num-samples", str(trials),
-            "--seed", str(seed), "--out", str(out)]
+    argv = [sys.executable, str(ROOT / "tune" / "search.py"), *COMMON, *ARMS[arm],
+            "--num-samples", str(trials), "--seed", str(seed), "--out", str(out)]
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -125,19 +126,20 @@ def main() -> None:
             rows.append([seed, NAMES[arm], f"{best_within(points, budget):.2f}",
                          "not within the budget" if needed is None else needed,
                          min(points[-1][0], budget) if points else 0, f"{wall[arm, seed] / 60:.1f}"])
-    body = table(["seed", "arm", f"best dev F1 within {budget} steps", f"steps to within {CLOSE} F1 of the "
-                  "seed's best", "steps used", "wall min"], rows)
+    header = ["seed", "arm", f"best dev F1 within {budget} steps",
+              f"steps to within {CLOSE} F1 of the seed's best", "steps used", "wall min"]
+    body = table(header, rows)
     means = {arm: [best_within(curves[arm, s], budget) for s in seeds] for arm in ARMS}
     summary = [f"- {NAMES[arm]}: best dev F1 {statistics.mean(v):.2f}"
                + (f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else "")
-               + f"; reached within {CLOSE} F1 of the seed's best in {sum(n is not None for n in reached[arm])} of "
-               f"{len(seeds)} seeds" for arm, v in means.items()]
+               + f"; reached within {CLOSE} F1 of the seed's best in "
+               f"{sum(n is not None for n in reached[arm])} of {len(seeds)} seeds" for arm, v in means.items()]
     draw(curves, budget)
     body += ("\n\n" + "\n".join(summary)
-             + f"\n\nBudget: {args.random_trials} random trials x 150 steps = {budget} steps; TPE + ASHA could start "
-             f"{args.asha_trials} trials and is counted up to the same budget. Dev F1 is measured on 200 German dev "
-             f"sentences (the laptop search's setting), so differences of a point or two are within noise. Curves: "
-             f"[search-efficiency.png](search-efficiency.png).")
+             + f"\n\nBudget: {args.random_trials} random trials x 150 steps = {budget} steps; TPE + ASHA could "
+             f"start {args.asha_trials} trials and is counted up to the same budget. Dev F1 is measured on 200 "
+             "German dev sentences (the laptop search's setting), so differences of a point or two are within "
+             "noise. Curves: [search-efficiency.png](search-efficiency.png).")
     write_section("search-efficiency", "Search efficiency: TPE + ASHA against random search", body, 1)
 
 

@@ -181,7 +181,8 @@ def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str,
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in final)] or ["both"]
     baseline = ", and the same seeds, steps and data without APC (`--apc none`)" if "none" in variants else ""
     about = (f"Encoder `{run['encoder']}`; the paper used mBERT, so the numbers are not directly comparable. "
-             f"Settings chosen on {objective} F1, trials {search_strategy(run)}; each target's best settings retrained with {run['final_seeds']} seed(s){baseline}; "
+             f"Settings chosen on {objective} F1, trials {search_strategy(run)}; each target's best settings "
+             f"retrained with {run['final_seeds']} seed(s){baseline}; "
              f"test F1 (entity-level micro, %) of the checkpoint chosen on {objective} F1, as mean ± "
              "standard deviation. Charts: `dashboard.html`; the paper's tables beside ours: "
              "`paper-tables.md`.")

@@ -126,7 +126,8 @@ def run_search(s, resume: bool) -> int:
             results.write_best(out / "best.json", best)
             retrain = bool(s.final_seeds and best[target])
             if not s.keep_checkpoints:
-                # The final stage retrains the best settings; without it, the best trial's weights are the model.
+                # The final stage retrains the best settings; without it, the best trial's weights are the
+                # model.
                 free_disk(grid, keep_trials=() if retrain else (best[target].get("optuna_trial"),))
             if retrain:
                 final_grid = final_stage(s, target, base, data, best[target]["config"], resources,

@@ -87,9 +87,9 @@ class Settings:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tune/search.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Search PRAM's hyper-parameters (Optuna TPE + ASHA on Ray Tune by default), one study per target "
-                    "language, then retrain each target's best settings with --final-seeds seeds and report "
-                    "test F1 beside the paper's.",
+        description="Search PRAM's hyper-parameters (Optuna TPE + ASHA on Ray Tune by default), one study "
+                    "per target language, then retrain each target's best settings with --final-seeds seeds "
+                    "and report test F1 beside the paper's.",
         epilog="searched by default (the paper's ranges, Appendix A): tau 0.15:0.25, lam 0.8:0.99, "
                "alpha and beta 0.5:1.5 (conll) or 1.0:3.0 (wikiann), gamma 1.0,1.5,2.0.\n"
                "dashboards: optuna-dashboard sqlite:///<out>/optuna.db --host 127.0.0.1; "
@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the search's trials")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                    help="how trials' settings are proposed: tpe (Optuna's TPE, default) or random (uniform "
-                        "draws from the same ranges, as Ray's basic variant generator makes; kept in the same "
-                        "Optuna study, so results, dashboards and --resume work alike)")
+                        "draws from the same ranges, as Ray's basic variant generator makes; kept in the "
+                        "same Optuna study, so results, dashboards and --resume work alike)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
                    help="asha (default): stop weak trials at each evaluation round; fifo: train every trial "
                         "to the end (no early stopping, and no pruning of collapsed trials)")
@@ -152,11 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "also trained with --apc none, the no-APC baseline, so that the results set PRAM "
                         "against it on this machine)")
     p.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep every trial's checkpoints under <out>/ray/ (by default, once a target's search "
-                        "has finished, its trials' weights are deleted when the final stage retrains the best "
-                        "settings (the best trial's are kept when it does not), and each final run keeps only "
-                        "the weights chosen on target dev and on source dev, not the last step's weights and "
-                        "optimizer state that only resuming it needs)")
+                   help="keep every trial's checkpoints under <out>/ray/ (by default, once a target's "
+                        "search has finished, its trials' weights are deleted when the final stage retrains "
+                        "the best settings (the best trial's are kept when it does not), and each final run "
+                        "keeps only the weights chosen on target dev and on source dev, not the last step's "
+                        "weights and optimizer state that only resuming it needs)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="times a trial that raised is retried from its last checkpoint (default: 2)")
     p.add_argument("--out", default=None, help="results folder (default: results/<dataset>-<mode>-<preset>)")

@@ -39,7 +39,7 @@ def _fit(s, name: str, trainable, make_tuner, resume: bool):
 
 
 def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> int:
-    """Delete what a finished stage's checkpoints hold that no result file reads; returns how many were touched.
+    """Delete what a finished stage's checkpoints hold that no result file reads; returns how many went.
 
     Whole checkpoints of every trial but the Optuna trials `keep_trials`, or only `subfolder` of each (a final
     run's `last/`: the weights and optimizer state that only resuming that run would need). An errored trial
@@ -51,7 +51,8 @@ def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> in
     for result in grid:
         if result.error is not None or (result.config or {}).get("optuna_trial") in keep_trials:
             continue
-        kept = [c for c, _ in result.best_checkpoints or []] + ([result.checkpoint] if result.checkpoint else [])
+        kept = [c for c, _ in result.best_checkpoints or []]
+        kept += [result.checkpoint] if result.checkpoint else []
         for path, checkpoint in {c.path: c for c in kept}.items():
             target = f"{path}/{subfolder}" if subfolder else path
             if checkpoint.filesystem.get_file_info(target).type == FileType.Directory:
