@@ -38,8 +38,8 @@ def _fit(s, name: str, trainable, make_tuner, resume: bool):
     return grid
 
 
-def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> int:
-    """Delete what a finished stage's checkpoints hold that no result file reads; returns how many went.
+def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> None:
+    """Delete what a finished stage's checkpoints hold that no result file reads.
 
     Whole checkpoints of every trial but the Optuna trials `keep_trials`, or only `subfolder` of each (a final
     run's `last/`: the weights and optimizer state that only resuming that run would need). An errored trial
@@ -47,7 +47,6 @@ def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> in
     """
     from pyarrow.fs import FileType
 
-    touched = 0
     for result in grid:
         if result.error is not None or (result.config or {}).get("optuna_trial") in keep_trials:
             continue
@@ -57,8 +56,6 @@ def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> in
             target = f"{path}/{subfolder}" if subfolder else path
             if checkpoint.filesystem.get_file_info(target).type == FileType.Directory:
                 checkpoint.filesystem.delete_dir(target)
-                touched += 1
-    return touched
 
 
 VARIANT_DIRS = {"both": "pram", "none": "no-apc"}
