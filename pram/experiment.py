@@ -6,6 +6,8 @@ processes, each with its share of the cores), then writes to --results:
 - `summary.md`: mean and standard deviation of test F1 per language, chosen on target dev and on source dev,
   with the command that made it and the paper's Table 5 beside it.
 Runs that finished are not repeated: their metrics.json is read back (so an interrupted experiment resumes).
+Rows already in --results/runs.parquet for other (variant, target, seed) are kept, each with the command that
+made it: a target can be added later, into the same table, by one more command.
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ def rows_of(final: dict, variant: str) -> list[dict]:
 def summary_markdown(rows: list[dict], dataset: str, command: str) -> str:
     """Mean ± std of test F1 per variant and language, for each selection rule, beside the paper's Table 5."""
     variants = list(dict.fromkeys(r["variant"] for r in rows))
-    lines = [f"Command: `{command}`", ""]
+    commands = list(dict.fromkeys(r.get("command") or command for r in rows))
+    lines = [f"Command: `{commands[0]}`", ""] if len(commands) == 1 else \
+        ["Commands (each made the rows of its targets):", "", *(f"- `{c}`" for c in commands), ""]
     for target in dict.fromkeys(r["target"] for r in rows):
         order = {"target": 0, "source": 1, "zero-shot": 2}
         langs = list(dict.fromkeys(r["lang"] for r in sorted(rows, key=lambda r: order[r["role"]])
@@ -150,14 +154,19 @@ def experiment(base: TrainConfig, variants: list[str], targets: list[str], seeds
         for done in as_completed(futures):
             variant, target, seed = futures[done]
             final = done.result()
-            rows += rows_of(final, variant)
+            rows += [{**row, "command": command} for row in rows_of(final, variant)]
             console.print(f"done: {variant} {target} seed {seed}: {target} test F1 {final['test'][target]['f1']:.2f}"
                           f" ({final['elapsed_s'] / 60:.1f} min)")
-    rows.sort(key=lambda r: (r["target"], variants.index(r["variant"]), r["seed"], r["selection"], r["lang"]))
-    results_dir.mkdir(parents=True, exist_ok=True)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    table = results_dir / "runs.parquet"
+    if table.exists():  # earlier rows of other runs stay; a rerun of the same run replaces its rows
+        earlier = [r for r in pq.read_table(table).to_pylist() if (r["variant"], r["target"], r["seed"]) not in jobs]
+        rows = [{**r, "command": r.get("command") or "(not recorded)"} for r in earlier] + rows
+    order = list(dict.fromkeys([*variants, *(r["variant"] for r in rows)]))
+    rows.sort(key=lambda r: (r["target"], order.index(r["variant"]), r["seed"], r["selection"], r["lang"]))
+    results_dir.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), results_dir / "runs.parquet")
     (results_dir / "summary.md").write_text(summary_markdown(rows, base.dataset, command))
     write_figure(rows, base.dataset, results_dir / "summary.png")
