@@ -11,6 +11,13 @@ from pram.config import SELECTIONS
 ORDER = {"target": 0, "source": 1, "zero-shot": 2}
 
 
+def as_own_target(rows: list[dict]) -> list[dict]:
+    """The rows a bar is drawn from: a language that is the target of some runs only from those runs (as the
+    paper's Table 5 reports it), not pooled with the runs that tag it zero-shot; the others from every run."""
+    targets = {r["target"] for r in rows}
+    return [r for r in rows if r["lang"] == r["target"] or r["lang"] not in targets]
+
+
 def experiment_figure(rows: list[dict], names: dict[str, str], paper: dict[str, dict[str, float]], path: Path,
                       title: str) -> None:
     """rows: one per (variant, seed, selection, test language) as in runs.parquet. paper: variant -> lang -> F1."""
@@ -19,6 +26,7 @@ def experiment_figure(rows: list[dict], names: dict[str, str], paper: dict[str, 
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
+    rows = as_own_target(rows)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     langs = list(dict.fromkeys(r["lang"] for r in sorted(rows, key=lambda r: ORDER[r["role"]])))
     fig, axes = plt.subplots(1, len(SELECTIONS), figsize=(6 * len(SELECTIONS), 4.2), sharey=True)

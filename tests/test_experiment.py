@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from pram.experiment import paired_lines
+from pram.figures import as_own_target
 
 
 def test_paired_differences_by_hand():
@@ -17,6 +18,13 @@ def test_paired_differences_by_hand():
     # differences +2.0 and -1.0: mean +0.50, sample std 2.12
     assert lines[-2] == "| PRAM | 2 | +0.50 ± 2.12 |"
     assert paired_lines([r for r in rows if r["variant"] == "both"], "de", "target-dev", ["de"]) == []
+
+
+def test_a_target_language_is_drawn_only_from_the_runs_where_it_is_the_target():
+    rows = [{"target": t, "lang": lang, "f1": 1.0} for t in ("de", "nl") for lang in ("de", "nl", "en", "es")]
+    kept = {(r["target"], r["lang"]) for r in as_own_target(rows)}
+    # de and nl each from their own runs; en (source) and es (zero-shot only) from both
+    assert kept == {("de", "de"), ("nl", "nl"), ("de", "en"), ("nl", "en"), ("de", "es"), ("nl", "es")}
 
 
 def test_smoke_experiment_writes_runs_summary_and_figure(data_dir, tmp_path):
