@@ -89,8 +89,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
-    """Encoder and classifier forward passes in fp32 or under bf16 autocast (for a GPU from A100 on; on most CPUs
-    bf16 is slower); weights, optimizer state, prototypes and the loss stay fp32."""
+    """Encoder and classifier forward passes in fp32 or under bf16 autocast (for a GPU from A100 on; a CPU without
+    AMX or AVX-512 BF16 runs bf16 far slower); weights, optimizer state, prototypes and the loss stay fp32."""
     threads: int | None = None
     """torch threads; None: leave torch's default (Ray sets 1 per CPU of a trial)."""
     out_dir: str = "runs/train"

@@ -155,8 +155,8 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
         raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 arithmetic (it needs "
                         "an A100, H100, L4, A10G or newer); use --precision fp32")
     if config.precision == "bf16" and device == "cpu":
-        console.print("[yellow]--precision bf16 on a CPU: without native bf16 matrix units it is slower than fp32 "
-                      "(10x on this project's machine, results/BENCHMARKS.md)[/yellow]")
+        console.print("[yellow]--precision bf16 on a CPU: without native bf16 units (AMX, AVX-512 BF16) it is "
+                      "far slower than fp32 (14x on an AVX2 CPU, results/BENCHMARKS.md)[/yellow]")
     if config.threads:
         torch.set_num_threads(config.threads)
     started = time.time()
