@@ -14,6 +14,7 @@ APC_SIDES = ("both", "source", "target", "none")
 GUIDANCE = ("both", "prediction", "similarity")
 SELECTIONS = ("target-dev", "source-dev")
 SOURCE_SAMPLING = ("balanced", "proportional")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class TrainConfig:
     """Metric that picks the kept checkpoint: target-dev (the paper's; uses target labels) or source-dev."""
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
+    """Encoder and classifier forward passes in fp32 or under bf16 autocast (for a GPU from A100 on; a CPU without
+    AMX or AVX-512 BF16 runs bf16 far slower); weights, optimizer state, prototypes and the loss stay fp32."""
     threads: int | None = None
     """torch threads; None: leave torch's default (Ray sets 1 per CPU of a trial)."""
     out_dir: str = "runs/train"
@@ -98,6 +102,7 @@ class TrainConfig:
             (self.apc in APC_SIDES, f"apc must be one of {APC_SIDES}"),
             (self.guidance in GUIDANCE, f"guidance must be one of {GUIDANCE}"),
             (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.source_sampling in SOURCE_SAMPLING, f"source_sampling must be one of {SOURCE_SAMPLING}"),
             (len(self.sources) >= 1, "give at least one source language"),
             (self.target not in self.sources, f"target {self.target} is also a source"),

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pram.batches import batch_at, collate
 from pram.checkpoint import load_checkpoint, optimizer_tensors, restore_optimizer, save_checkpoint
 from pram.config import SELECTIONS, TrainConfig
+from pram.errors import UserError
 from pram.evaluate import evaluate
 from pram.inputs import TrainData, prepare_data
 from pram.losses import beta_weight
@@ -36,15 +37,22 @@ def pick_device(name: str) -> str:
     return name
 
 
+def autocast(config: TrainConfig, device: str):
+    """bf16 autocast around forward passes with --precision bf16 (matrix products in bf16, softmax and norms in
+    fp32, as torch.autocast decides); a no-op with fp32. Parameters and gradients stay fp32, so no loss scaling."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+
+
 def step_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step
 
 
 def first_pieces(model, batch: dict, device: str):
-    """Forward one batch; return h, logits and labels of the first pieces of words only (§4.2)."""
+    """Forward one batch; return h, logits (fp32, whatever the autocast) and labels of the first pieces of words
+    only (§4.2)."""
     h, logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
     first = (batch["word_ids"] >= 0).to(device)
-    return h[first], logits[first], batch["labels"].to(device)[first]
+    return h[first].float(), logits[first].float(), batch["labels"].to(device)[first]
 
 
 def build_model(config: TrainConfig, data: TrainData, device: str) -> TokenClassifier:
@@ -64,13 +72,15 @@ def train_step(model, optimizer, banks: Banks, data: TrainData, config: TrainCon
     for i, (lang, size) in enumerate(zip(config.sources, sizes)):
         rows = data.source_train[lang]
         indices = batch_at(data.source_lengths[lang], size, config.seed + i, step)
-        sources.append(first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device))
+        with autocast(config, device):
+            sources.append(first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device))
     beta = beta_weight(step, config.beta, config.beta_start_step, config.beta_ramp_steps)
     target = None
     if config.apc in ("both", "target") and beta > 0:  # no second pass while the target term is off
         rows = data.target_train
         indices = batch_at(data.target_lengths, config.target_batch, config.seed + 997, step)
-        h_t, logits_t, _ = first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device)
+        with autocast(config, device):
+            h_t, logits_t, _ = first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device)
         target = (h_t, logits_t)
     weights = Weights(config.tau, config.lam, config.alpha, beta, config.gamma, config.apc, config.guidance)
     loss, terms, banks = pram_objective(sources, target, banks, weights, generator)
@@ -96,7 +106,8 @@ def dev_metrics(model, data: TrainData, config: TrainConfig, device: str) -> dic
     """Dev scores of every source and the target, and the collapse guard (target predictions only)."""
     metrics = {}
     for lang, split in data.dev.items():
-        scores = evaluate(model, split, data.label_names, data.pad_token_id, config.eval_batch_size, device)
+        with autocast(config, device):
+            scores = evaluate(model, split, data.label_names, data.pad_token_id, config.eval_batch_size, device)
         metrics[f"dev_f1_{lang}"] = scores["f1"]
         if lang == config.target:
             metrics.update(target_dev_f1=scores["f1"], target_dev_precision=scores["precision"],
@@ -120,7 +131,8 @@ def collapsed(metrics: dict, config: TrainConfig) -> bool:
 def test_metrics(model, data: TrainData, config: TrainConfig, device: str) -> dict:
     out = {}
     for lang, split in data.test.items():
-        scores = evaluate(model, split, data.label_names, data.pad_token_id, config.eval_batch_size, device)
+        with autocast(config, device):
+            scores = evaluate(model, split, data.label_names, data.pad_token_id, config.eval_batch_size, device)
         out[lang] = {k: scores[k] for k in ("precision", "recall", "f1", "per_type", "deviation")}
     return out
 
@@ -139,6 +151,12 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
     out = Path(config.out_dir)
     ckpt_dir = out / "checkpoints"
     device = pick_device(config.device)
+    if config.precision == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported(False):
+        raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 arithmetic (it needs "
+                        "an A100, H100, L4, A10G or newer); use --precision fp32")
+    if config.precision == "bf16" and device == "cpu":
+        console.print("[yellow]--precision bf16 on a CPU: without native bf16 units (AMX, AVX-512 BF16) it is "
+                      "far slower than fp32 (14x on an AVX2 CPU, results/BENCHMARKS.md)[/yellow]")
     if config.threads:
         torch.set_num_threads(config.threads)
     started = time.time()

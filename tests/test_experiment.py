@@ -49,7 +49,7 @@ def test_smoke_experiment_writes_runs_summary_and_figure(data_dir, tmp_path):
     # A later target goes into the same table beside the earlier rows, each row with the command that made it.
     cut, resume = command.index("--seeds"), command.index("--parallel")
     later = [*command[:cut], "--seeds", "0", "--targets", "nl", *command[resume:]]
-    added = subprocess.run(later, capture_output=True, text=True, timeout=600)
+    added = subprocess.run(later, check=False, capture_output=True, text=True, timeout=600)
     assert added.returncode == 0, added.stderr[-2000:]
     merged = pq.read_table(results / "runs.parquet").to_pylist()
     assert [r for r in merged if r["target"] == "de"] == rows
