@@ -161,10 +161,11 @@ def experiment(base: TrainConfig, variants: list[str], targets: list[str], seeds
     import pyarrow.parquet as pq
 
     table = results_dir / "runs.parquet"
-    if table.exists():  # earlier rows of other runs stay; a rerun of the same run replaces its rows
+    earlier = []  # rows of other runs stay; a rerun of the same run replaces its rows
+    if table.exists():
         earlier = [r for r in pq.read_table(table).to_pylist() if (r["variant"], r["target"], r["seed"]) not in jobs]
         rows = [{**r, "command": r.get("command") or "(not recorded)"} for r in earlier] + rows
-    order = list(dict.fromkeys([*variants, *(r["variant"] for r in rows)]))
+    order = list(dict.fromkeys([*(r["variant"] for r in earlier), *variants]))  # the earlier table's order first
     rows.sort(key=lambda r: (r["target"], order.index(r["variant"]), r["seed"], r["selection"], r["lang"]))
     results_dir.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), results_dir / "runs.parquet")

@@ -47,13 +47,13 @@ def test_smoke_experiment_writes_runs_summary_and_figure(data_dir, tmp_path):
     assert again.returncode == 0 and pq.read_table(results / "runs.parquet").to_pylist() == rows
 
     # A later target goes into the same table beside the earlier rows, each row with the command that made it.
-    cut, resume = command.index("--seeds"), command.index("--parallel")
-    later = [*command[:cut], "--seeds", "0", "--targets", "nl", *command[resume:]]
+    cut, resume = command.index("--variants"), command.index("--parallel")
+    later = [*command[:cut], "--variants", "none", "--seeds", "0", "--targets", "nl", *command[resume:]]
     added = subprocess.run(later, check=False, capture_output=True, text=True, timeout=600)
     assert added.returncode == 0, added.stderr[-2000:]
     merged = pq.read_table(results / "runs.parquet").to_pylist()
     assert [r for r in merged if r["target"] == "de"] == rows
-    assert len([r for r in merged if r["target"] == "nl"]) == 2 * 1 * 2 * 4
+    assert len([r for r in merged if r["target"] == "nl"]) == 1 * 1 * 2 * 4
     first, second = {r["command"] for r in rows}, {r["command"] for r in merged if r["target"] == "nl"}
     assert len(first) == len(second) == 1 and "--targets de" in first.pop() and "--targets nl" in second.pop()
     summary = (results / "summary.md").read_text()
