@@ -9,12 +9,13 @@ fp32, ...), so a busy machine slows both alike. Both phases of a run are timed: 
 
 FLOPs are counted by torch's FlopCounterMode over the very batches that were timed (matrix products of the forward
 and the backward pass, which is what model FLOPs utilisation counts), in a pass of their own after the timing;
-seconds per step are the mean over the timed steps, so FLOP/s is total FLOPs over total time. MFU divides the achieved FLOP/s by the chip's dense
-bf16 peak (H100/H200 989 TFLOP/s, A100 312, or --peak-tflops), for both precisions, so the rows compare.
+seconds per step are the mean over the timed steps, so FLOP/s is total FLOPs over total time. MFU divides the
+achieved FLOP/s by the chip's dense bf16 peak (H100/H200 989 TFLOP/s, A100 312, or --peak-tflops), for both
+precisions, so the rows compare.
 
 The `paper` preset needs the paper's encoder size. Where bert-base-multilingual-cased cannot be downloaded, a
 random BERT of its shape (12 layers, hidden 768, 12 heads, feed-forward 3072) is built with the offline
-tokenizer; its embedding table has the offline tokenizer's 250,002 rows instead of mBERT's 119,547, which is
+tokenizer; its embedding table has the offline encoder's 250,037 rows instead of mBERT's 119,547, which is
 frozen in the paper preset and costs a lookup, so the FLOPs per step are mBERT's. Evaluation is not timed.
 """
 
@@ -31,21 +32,19 @@ PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "GH200": 989.4, "A100": 312.0,
 
 
 def random_mbert_shape(cache: Path) -> str:
-    """A random-initialised BERT of bert-base-multilingual-cased's shape, with the offline tokenizer (built once)."""
+    """A random-initialised BERT of bert-base-multilingual-cased's shape, with the offline tokenizer (built once):
+    the offline encoder's config (vocabulary, positions, special tokens) with mBERT-base's layers and widths."""
     folder = cache / "encoders" / "random-mbert-base-shape"
     if (folder / "model.safetensors").is_file():
         return str(folder)
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import BertModel
 
-    from pram.encoder import write_me5_tokenizer
+    from pram.encoder import ME5_SMALL, encoder_config, write_me5_tokenizer
 
+    config = encoder_config(ME5_SMALL, cache)
+    config.update({"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072})
     write_me5_tokenizer(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                        intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2,
-                        pad_token_id=tokenizer.pad_token_id, architectures=["BertModel"],
-                        tokenizer_class="XLMRobertaTokenizer")
     torch.manual_seed(0)
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     return str(folder)
@@ -101,6 +100,7 @@ def main() -> None:
     quiet_libraries()
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    cuda = device.startswith("cuda")
     encoder = args.encoder or (random_mbert_shape(default_cache_dir(None)) if args.preset == "paper" else None)
     overrides = {"encoder": encoder} if encoder else {}
     if args.batch_size:
@@ -119,11 +119,11 @@ def main() -> None:
 
     def step(precision: str, index: int) -> float:
         config, model, optimizer, banks = runs[precision]
-        if device.startswith("cuda"):
+        if cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()
         runs[precision][3], _ = train_step(model, optimizer, banks, data, config, index, device)
-        if device.startswith("cuda"):
+        if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - started
 
@@ -156,11 +156,11 @@ def main() -> None:
             rows.append([precision, phase, f"{s:.3f}", f"{1 / s:.2f}",
                          f"{seconds[(phase, precisions[0])] / s:.2f}", f"{flops[phase] / 1e12:.3g}", f"{achieved:.3g}",
                          f"{100 * achieved / peak:.1f}%" if peak else "-", f"{hours:.2f}"])
-    where = (torch.cuda.get_device_name(device) if device.startswith("cuda") else
+    where = (torch.cuda.get_device_name(device) if cuda else
              f"CPU ({cpu_name()}, torch kernels for {torch.backends.cpu.get_cpu_capability()}), "
              f"{args.threads} torch thread(s)")
     memory = ""
-    if device.startswith("cuda"):
+    if cuda:
         memory = f" Peak GPU memory allocated: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB (all models)."
     body = table(["precision", "phase", "mean s/step", "steps/s", f"speed-up over {precisions[0]}", "TFLOP/step",
                   "TFLOP/s", "MFU", f"hours for {base.max_steps:,} steps"], rows)

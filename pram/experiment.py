@@ -168,7 +168,7 @@ def experiment(base: TrainConfig, variants: list[str], targets: list[str], seeds
     order = list(dict.fromkeys([*(r["variant"] for r in earlier), *variants]))  # the earlier table's order first
     rows.sort(key=lambda r: (r["target"], order.index(r["variant"]), r["seed"], r["selection"], r["lang"]))
     results_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), results_dir / "runs.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), table)
     (results_dir / "summary.md").write_text(summary_markdown(rows, base.dataset, command))
     write_figure(rows, base.dataset, results_dir / "summary.png")
     print((results_dir / "summary.md").read_text())
