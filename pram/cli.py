@@ -145,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "steps and data, in parallel processes; write runs.parquet and summary.md "
                                     "(mean and standard deviation of test F1, beside the paper's Table 5).")
     _add_train_args(ex)
-    ex.add_argument("--variants", type=_csv, default=("both", "none"), help="APC variants (default: both,none)")
+    ex.add_argument("--variants", type=_csv, default=("both", "none"),
+                    help="variants: APC sides (both, source, target, none) or names of --arm (default: both,none)")
+    ex.add_argument("--arm", action="append", metavar='NAME="FLAGS"',
+                    help='a variant of its own: NAME="--proto-space projection --tau 0.1", flags of pram train '
+                         "applied to PRAM (repeatable; list NAME in --variants)")
     ex.add_argument("--targets", type=_csv, default=("de",), help="target languages (default: de)")
     ex.add_argument("--seeds", type=_csv, default=("0", "1", "2"), help="seeds (default: 0,1,2)")
     ex.add_argument("--parallel", type=int, default=2, help="runs at a time (default: 2, one per core)")

@@ -15,6 +15,9 @@ GUIDANCE = ("both", "prediction", "similarity")
 SELECTIONS = ("target-dev", "source-dev")
 SOURCE_SAMPLING = ("balanced", "proportional")
 PRECISIONS = ("fp32", "bf16")
+PROTO_LAYERS = ("last", "mean4")
+PROTO_SPACES = ("hidden", "centered", "projection")
+LAM_WEIGHTS = ("old", "new")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,9 @@ class TrainConfig:
     train_sentences: int | None = None
     """Use a seeded random subset of this many sentences of each training split; None: all."""
     eval_sentences: int | None = None
-    """Evaluate on the first N sentences of each dev and test set; None: all."""
+    """Evaluate on the first N sentences of each dev set; None: all."""
+    test_sentences: int | None = None
+    """Score the final model on the first N sentences of each test set; None: all (every reported test F1)."""
     eval_batch_size: int = 64
 
     # PRAM (§3.3-3.5, Appendix A)
@@ -69,7 +74,17 @@ class TrainConfig:
     tau: float = 0.2
     """Temperature of the similarity softmax (Eq. 7)."""
     lam: float = 0.9
-    """Moving-average coefficient of the prototypes, weighting the old prototype (Eq. 5)."""
+    """Moving-average coefficient of the prototypes (Eq. 5); which side it weights is lam_weights."""
+    lam_weights: str = "old"
+    """Which side of Eq. 5 lam weights: old (the prototype, as in Xie et al. 2018: a slow average) or new (the
+    batch mean, the printed text read literally)."""
+    proto_layers: str = "last"
+    """Representation of prototypes and q: last (the last layer, the paper) or mean4 (mean of the last four)."""
+    proto_space: str = "hidden"
+    """Space of the cosine of Eq. 6: hidden (the paper), centered (after subtracting a running mean of the
+    source representations), projection (a small head, L2-normalised, trained by the APC terms only)."""
+    proto_dim: int = 128
+    """Output size of the projection head (proto_space projection)."""
     alpha: float = 1.0
     """Weight of the source consistency term (Eq. 9)."""
     beta: float = 1.0
@@ -103,6 +118,10 @@ class TrainConfig:
             (self.guidance in GUIDANCE, f"guidance must be one of {GUIDANCE}"),
             (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+            (self.proto_layers in PROTO_LAYERS, f"proto_layers must be one of {PROTO_LAYERS}"),
+            (self.proto_space in PROTO_SPACES, f"proto_space must be one of {PROTO_SPACES}"),
+            (self.lam_weights in LAM_WEIGHTS, f"lam_weights must be one of {LAM_WEIGHTS}"),
+            (self.proto_dim > 0, "proto_dim must be positive"),
             (self.source_sampling in SOURCE_SAMPLING, f"source_sampling must be one of {SOURCE_SAMPLING}"),
             (len(self.sources) >= 1, "give at least one source language"),
             (self.target not in self.sources, f"target {self.target} is also a source"),
@@ -149,9 +168,10 @@ PRESETS: dict[str, dict] = {
     # Seconds on a CPU: a random 2-layer BERT, a few hundred real sentences. For tests and --smoke-test.
     # A random model must learn its word embeddings: nothing is frozen.
     "smoke": dict(encoder="tiny", batch_size=8, max_steps=60, eval_every=20, train_sentences=200,
-                  eval_sentences=40, lr=3e-3, max_length=64, frozen_layers=0, freeze_embeddings=False,
+                  eval_sentences=40, test_sentences=40, lr=3e-3, max_length=64, frozen_layers=0, freeze_embeddings=False,
                   beta_start=1 / 3),
     # Minutes on a 2-core laptop: the offline multilingual encoder, short schedule, larger learning rate.
+    # Dev sets are cut to their first 1,000 sentences for speed; test sets are whole.
     "laptop": dict(encoder="me5-small", batch_size=16, max_steps=400, eval_every=100, lr=5e-5,
                    eval_sentences=1000),
     # The paper's settings (§4.2), for a GPU.

@@ -6,6 +6,8 @@ Scoring functions are small and pure; `predict` is the only one that runs the mo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from seqeval.metrics import classification_report
@@ -41,56 +43,104 @@ def prediction_stats(probs: torch.Tensor, outside: int = 0) -> dict:
     return {"entity_share": float((probs.argmax(-1) != outside).float().mean()), "entropy": float(entropy)}
 
 
-@torch.no_grad()
-def predict(model, encoded, pad_token_id: int, batch_size: int = 64, device: str = "cpu"):
-    """Word-level predicted label ids and first-piece probabilities for an encoded dataset.
+@dataclass
+class Predictions:
+    """What `predict` returns for an encoded dataset (first pieces in dataset order)."""
 
-    Returns (predicted ids per sentence, one list per sentence with -1 for words cut by truncation,
-    probabilities (N, K) of the first pieces in dataset order, gold labels (N,) of those pieces or None).
+    words: list[list[int]]
+    """Predicted label id per word of each sentence; -1 for words cut by truncation."""
+    probs: torch.Tensor
+    """p of the first pieces (N, K)."""
+    labels: torch.Tensor
+    """Gold label ids of those pieces (N,), -100 where the split has none."""
+    proto_words: list[list[int]] | None = None
+    """argmax q per word (the prototype classifier), when a similarity function was given."""
+    q: torch.Tensor | None = None
+    """q of the first pieces (N, K), when a similarity function was given."""
+
+
+Similarity = Callable[[torch.Tensor], torch.Tensor]
+"""A function from first-piece prototype representations (N, D) to q (N, K) (see train.similarity_fn)."""
+
+
+@torch.no_grad()
+def predict(model, encoded, pad_token_id: int, batch_size: int = 64, device: str = "cpu",
+            similarity: Similarity | None = None) -> Predictions:
+    """Word-level predictions and first-piece probabilities of a model on an encoded dataset.
+
+    With `similarity`, the prototype classifier (argmax q, Eq. 6-7) tags the same words from the same forward
+    pass: the diagnostics of training read it.
     """
     model.eval()
     lengths = encoded["length"]
     n_words = [len(t) for t in encoded["tokens"]] if "tokens" in encoded.column_names else None
     columns = encoded.select_columns(["input_ids", "attention_mask", "labels", "word_ids"])
-    predicted: list[list[int] | None] = [None] * len(encoded)
-    probs_out: list[torch.Tensor | None] = [None] * len(encoded)
-    labels_out: list[torch.Tensor | None] = [None] * len(encoded)
+    n = len(encoded)
+    predicted: list[list[int] | None] = [None] * n
+    proto: list[list[int] | None] = [None] * n
+    probs_out: list[torch.Tensor | None] = [None] * n
+    q_out: list[torch.Tensor | None] = [None] * n
+    labels_out: list[torch.Tensor | None] = [None] * n
     for indices in eval_batches(lengths, batch_size):
         batch = collate([columns[i] for i in indices], pad_token_id)
-        _, logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        z, logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
         probs = logits.float().softmax(-1).cpu()  # (B, L, K)
         for row, i in enumerate(indices):
             word_ids = batch["word_ids"][row]
             first = word_ids >= 0
-            words = [-1] * (n_words[i] if n_words else int(first.sum()))
-            for w, label in zip(word_ids[first].tolist(), probs[row][first].argmax(-1).tolist()):
-                words[w] = label
-            predicted[i] = words
+            size = n_words[i] if n_words else int(first.sum())
+            predicted[i] = _words(word_ids[first].tolist(), probs[row][first].argmax(-1).tolist(), size)
             probs_out[i] = probs[row][first]
             labels_out[i] = batch["labels"][row][first]
+            if similarity is not None:
+                q = similarity(z[row][first.to(z.device)].float()).cpu()  # (n_first, K)
+                q_out[i] = q
+                proto[i] = _words(word_ids[first].tolist(), q.argmax(-1).tolist(), size)
     k = model.classifier.out_features
     probs_all = torch.cat(probs_out) if probs_out else torch.empty(0, k)
     labels_all = torch.cat(labels_out) if labels_out else torch.empty(0, dtype=torch.long)
-    return predicted, probs_all, labels_all
+    if similarity is None:
+        return Predictions(predicted, probs_all, labels_all)
+    q_all = torch.cat(q_out) if q_out else torch.empty(0, k)
+    return Predictions(predicted, probs_all, labels_all, proto, q_all)
+
+
+def _words(word_ids: list[int], labels: list[int], size: int) -> list[int]:
+    words = [-1] * size
+    for w, label in zip(word_ids, labels):
+        words[w] = label
+    return words
 
 
 def evaluate(model, encoded, label_names: list[str], pad_token_id: int, batch_size: int = 64,
-             device: str = "cpu", gold_names: list[str] | None = None) -> dict:
+             device: str = "cpu", gold_names: list[str] | None = None,
+             similarity: Similarity | None = None) -> dict:
     """Entity scores, prediction deviation and collapse signals of a model on one labelled split.
 
     gold_names: the split's own label names, where its corpus is not the model's (CoNLL has MISC, WikiAnn not):
     then only the entity types both share are scored, the others read as O on both sides.
+    similarity: also score the prototype classifier argmax q (`proto_f1`) and the mean entropy of q
+    (`q_entropy`, nats) on the same tokens.
     """
-    predicted, probs, labels = predict(model, encoded, pad_token_id, batch_size, device)
+    out = predict(model, encoded, pad_token_id, batch_size, device, similarity)
     gold = [[(gold_names or label_names)[t] for t in tags] for tags in encoded["ner_tags"]]
+    scores = _entity_scores_of(gold, out.words, label_names, gold_names)
+    labelled = out.labels >= 0
+    scores["deviation"] = prediction_deviation(out.probs[labelled], out.labels[labelled]) if labelled.any() \
+        else math.nan
+    scores.update(prediction_stats(out.probs))
+    if similarity is not None:
+        scores["proto_f1"] = _entity_scores_of(gold, out.proto_words, label_names, gold_names)["f1"]
+        scores["q_entropy"] = float(-torch.special.xlogy(out.q, out.q).sum(-1).mean()) if len(out.q) else 0.0
+    return scores
+
+
+def _entity_scores_of(gold: list[list[str]], words: list[list[int]], label_names: list[str],
+                      gold_names: list[str] | None) -> dict:
     # A word cut off by truncation was never seen: it counts as tagged O, so its entity is a miss.
-    pred = [[label_names[t] if t >= 0 else "O" for t in words] for words in predicted]
+    pred = [[label_names[t] if t >= 0 else "O" for t in tags] for tags in words]
     if gold_names is not None and gold_names != label_names:
         shared = entity_types(shared_label_set(label_names, gold_names)[0])
         gold = [restrict_tags(tags, shared) for tags in gold]
         pred = [restrict_tags(tags, shared) for tags in pred]
-    scores = entity_scores(gold, pred)
-    labelled = labels >= 0
-    scores["deviation"] = prediction_deviation(probs[labelled], labels[labelled]) if labelled.any() else math.nan
-    scores.update(prediction_stats(probs))
-    return scores
+    return entity_scores(gold, pred)

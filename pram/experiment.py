@@ -56,6 +56,7 @@ def rows_of(final: dict, variant: str) -> list[dict]:
         for lang, scores in kept["test"].items():
             rows.append({"variant": variant, "target": config["target"], "seed": config["seed"],
                          "selection": selection, "step": kept["step"], "lang": lang,
+                         "test_sentences": scores.get("sentences"),
                          "role": "target" if lang == config["target"] else
                          "source" if lang in config["sources"] else "zero-shot",
                          "f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
@@ -75,8 +76,8 @@ def summary_markdown(rows: list[dict], dataset: str, command: str) -> str:
                                    if r["target"] == target))
         for selection in SELECTIONS:
             lines += [f"### Target {target}, checkpoint chosen on {selection}", "",
-                      "| variant | seeds | " + " | ".join(f"{lang} test F1" for lang in langs) + " |",
-                      "|---|---|" + "---|" * len(langs)]
+                      "| variant | seeds | " + " | ".join(f"{lang} test F1" for lang in langs) +
+                      " | steps chosen (by seed) |", "|---|---|" + "---|" * len(langs) + "---|"]
             for v in variants:
                 cells = []
                 n = 0
@@ -86,8 +87,11 @@ def summary_markdown(rows: list[dict], dataset: str, command: str) -> str:
                     n = len(f1)
                     sd = statistics.stdev(f1) if len(f1) > 1 else 0.0
                     cells.append(f"{statistics.mean(f1):.2f} ± {sd:.2f}" if f1 else "")
-                lines.append(f"| {VARIANT_NAMES.get(v, v)} | {n} | " + " | ".join(cells) + " |")
-            lines.append("")
+                steps = [str(r["step"]) for r in sorted(rows, key=lambda r: r["seed"])
+                         if (r["variant"], r["target"], r["selection"], r["lang"]) == (v, target, selection, target)]
+                lines.append(f"| {VARIANT_NAMES.get(v, v)} | {n} | " + " | ".join(cells) + f" | {', '.join(steps)} |")
+            lines += ["", "Test sentences scored: " + ", ".join(
+                f"{lang} {_sentences(rows, target, lang)}" for lang in langs) + ".", ""]
             lines += paired_lines(rows, target, selection, langs)
     paper = PAPER_TABLE5.get(dataset)
     if paper:
@@ -98,6 +102,12 @@ def summary_markdown(rows: list[dict], dataset: str, command: str) -> str:
             lines.append(f"| {VARIANT_NAMES[v]} | " + " | ".join(f"{scores[lang]:.2f}" for lang in langs) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _sentences(rows: list[dict], target: str, lang: str) -> str:
+    counts = sorted({r.get("test_sentences") for r in rows if (r["target"], r["lang"]) == (target, lang)},
+                    key=lambda c: (c is None, c or 0))
+    return " / ".join("not recorded (the first 1,000 before issue 17)" if c is None else str(c) for c in counts)
 
 
 def paired_lines(rows: list[dict], target: str, selection: str, langs: list[str]) -> list[str]:
@@ -132,8 +142,12 @@ def write_figure(rows: list[dict], dataset: str, path: Path) -> None:
     experiment_figure(rows, VARIANT_NAMES, paper, path, f"{dataset}: {sources} -> {targets}, test F1")
 
 
-def experiment(base: TrainConfig, variants: list[str], targets: list[str], seeds: list[int], parallel: int,
-               runs_dir: Path, results_dir: Path, command: str) -> list[dict]:
+def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets: list[str], seeds: list[int],
+               parallel: int, runs_dir: Path, results_dir: Path, command: str) -> list[dict]:
+    """variants: APC sides (`both`, `none`, ...) or a dict from a variant's name to the TrainConfig fields it
+    changes (an `--arm`)."""
+    if not isinstance(variants, dict):
+        variants = {v: {"apc": v} for v in variants}
     from rich.console import Console
 
     console = Console()
@@ -144,7 +158,7 @@ def experiment(base: TrainConfig, variants: list[str], targets: list[str], seeds
                 out = runs_dir / f"{base.dataset}-{'+'.join(base.sources)}-to-{target}-{variant}-seed{seed}"
                 everyone = dict.fromkeys((*base.eval_languages, base.target, *targets))
                 eval_languages = tuple(lang for lang in everyone if lang != target and lang not in base.sources)
-                jobs[(variant, target, seed)] = replace(base, target=target, apc=variant, seed=seed,
+                jobs[(variant, target, seed)] = replace(base, **variants[variant], target=target, seed=seed,
                                                         out_dir=str(out), eval_languages=eval_languages)
     threads = max(1, (os.cpu_count() or 1) // parallel)
     console.print(f"{len(jobs)} runs, {parallel} at a time, {threads} thread(s) each; runs under {runs_dir}")
@@ -175,12 +189,45 @@ def experiment(base: TrainConfig, variants: list[str], targets: list[str], seeds
     return rows
 
 
+def parse_arms(texts: list[str]) -> dict[str, dict]:
+    """`--arm NAME="--proto-space projection --tau 0.1"`: a variant named NAME, the laptop run with those flags
+    of `pram train` (any TrainConfig field; --apc both unless it says otherwise)."""
+    import argparse
+
+    from pram.cli import add_config_flags
+    from pram.errors import UserError
+
+    parser = argparse.ArgumentParser(prog="--arm", add_help=False, exit_on_error=False)
+    add_config_flags(parser, skip={"dataset", "sources", "target", "eval_languages", "out_dir", "data_dir",
+                                   "cache_dir", "quiet", "seed"}, show_default=False)
+    arms = {}
+    for text in texts:
+        name, sep, flags = text.partition("=")
+        if not sep or not name.strip() or name.strip() in ("both", "source", "target", "none"):
+            raise UserError(f"--arm {text}: write NAME=\"FLAGS\" with a new name, e.g. "
+                            "proj=\"--proto-space projection\"")
+        try:
+            values = vars(parser.parse_args(shlex.split(flags)))
+            replace(TrainConfig(), **values)
+        except (argparse.ArgumentError, ValueError, SystemExit) as e:
+            raise UserError(f"--arm {text}: {e}") from None
+        arms[name.strip()] = {"apc": "both", **values}
+    return arms
+
+
 def experiment_command(args) -> int:
     from pram.cli import train_config_from_args
+    from pram.errors import UserError
 
     args.target = args.targets[0]
     base = train_config_from_args(args)
     command = "pram " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    experiment(base, list(args.variants), list(args.targets), [int(s) for s in args.seeds], args.parallel,
+    arms = parse_arms(args.arm or [])
+    variants = {}
+    for v in args.variants:
+        if v not in arms and v not in ("both", "source", "target", "none"):
+            raise UserError(f"--variants {v}: not an APC side (both, source, target, none) nor an --arm name")
+        variants[v] = arms.get(v, {"apc": v})
+    experiment(base, variants, list(args.targets), [int(s) for s in args.seeds], args.parallel,
                Path(args.runs_dir), Path(args.results), command)
     return 0

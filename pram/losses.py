@@ -25,14 +25,20 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def similarity_distribution(
-    h: torch.Tensor, prototypes: torch.Tensor, tau: float, known: torch.Tensor | None = None
+    h: torch.Tensor, prototypes: torch.Tensor, tau: float, known: torch.Tensor | None = None,
+    center: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q: softmax over classes of cos(h, C_k) / tau (Eq. 6-7). h (N, H), prototypes (K, H) -> (N, K).
 
     The printed Eq. 7 puts tau outside the exponential, where it would cancel; we divide the cosine by
     tau inside it, as in SimCLR (Chen et al., 2020), which the paper cites for the temperature.
     `known` (K,) marks classes that have a prototype yet; the others get probability zero.
+    `center` (H,) (proto_space `centered`, beyond the paper) is subtracted from tokens and prototypes alike
+    before the cosine: on an anisotropic encoder every representation shares a large common direction, which
+    makes all cosines close to each other and q close to uniform.
     """
+    if center is not None:
+        h, prototypes = h - center, prototypes - center
     cos = F.normalize(h, dim=-1) @ F.normalize(prototypes, dim=-1).T  # (N, K)
     logits = cos / tau
     if known is not None:
@@ -61,6 +67,7 @@ def update_prototypes(
     Decisions where the paper is ambiguous:
     - lam weights the OLD prototype: C_k <- lam * C_k + (1 - lam) * mean_k(batch), as in Xie et al. (2018),
       whom the paper cites; with lam in [0.8, 0.99] the prototypes then change slowly, which is the point.
+      (`lam_weights new`, the text of Eq. 5 read literally, calls this with 1 - lam: see `old_weight`.)
     - A class seen for the first time takes its batch mean as it is (no blend with a zero vector).
     - A class absent from the batch keeps its prototype unchanged.
     - Prototypes are running statistics, not parameters: no gradient flows into them (hence no_grad); the
@@ -69,6 +76,25 @@ def update_prototypes(
     blended = torch.where(known.unsqueeze(-1), lam * prototypes + (1 - lam) * batch_means, batch_means)
     new = torch.where(present.unsqueeze(-1), blended, prototypes)
     return new, known | present
+
+
+def old_weight(lam: float, lam_weights: str = "old") -> float:
+    """The weight Eq. 5 gives the old prototype: lam (lam_weights old, our default) or 1 - lam (new: the text of
+    Eq. 5 read literally, lam on the new batch mean)."""
+    if lam_weights not in ("old", "new"):
+        raise ValueError(f"unknown lam_weights {lam_weights!r}")
+    return lam if lam_weights == "old" else 1.0 - lam
+
+
+@torch.no_grad()
+def update_center(center: torch.Tensor, h: torch.Tensor, seen: bool, keep: float) -> torch.Tensor:
+    """Running mean of the source representations (proto_space `centered`): center (H,), h (N, H) -> (H,).
+
+    The same moving average as the prototypes (weight `keep` on the old value); the first batch sets it."""
+    if h.shape[0] == 0:
+        return center
+    mean = h.mean(dim=0)
+    return keep * center + (1 - keep) * mean if seen else mean
 
 
 def downsample_non_entities(labels: torch.Tensor, gamma: float, generator: torch.Generator | None = None,
@@ -109,6 +135,7 @@ def apc_loss(
     known: torch.Tensor,
     tau: float,
     guidance: str = "both",
+    center: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-token attribution-prediction consistency: JS(q || p) for tokens h (N, H), p (N, K) -> (N,).
 
@@ -122,7 +149,7 @@ def apc_loss(
     """
     if int(known.sum()) < 2:
         return h.sum(dim=-1) * 0.0
-    q = similarity_distribution(h, prototypes[known], tau)  # (N, K_known)
+    q = similarity_distribution(h, prototypes[known], tau, center=center)  # (N, K_known)
     p = probs[:, known]
     p = p / p.sum(dim=-1, keepdim=True).clamp(min=1e-12)
     if guidance == "prediction":

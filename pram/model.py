@@ -13,21 +13,41 @@ from pram.encoder import load_encoder
 
 
 class TokenClassifier(nn.Module):
-    """h = mPLM(x) (Eq. 1); p = softmax(W h + b) (Eq. 2). Returns h and the logits, not p."""
+    """h = mPLM(x) (Eq. 1); p = softmax(W h + b) (Eq. 2). Returns the prototype representation and the logits.
 
-    def __init__(self, encoder: PreTrainedModel, num_labels: int, dropout: float = 0.1):
+    The classifier always reads the last layer. The representation of prototypes and q (Eq. 4-7) is the last
+    layer too in the paper (proto_layers `last`); beyond it, `mean4` averages the last four layers, and a
+    projection head (proto_dim outputs, L2-normalised, as ContProto does) maps it to a space of its own. The head
+    is used by the APC terms only, so only they train it.
+    """
+
+    def __init__(self, encoder: PreTrainedModel, num_labels: int, dropout: float = 0.1,
+                 proto_layers: str = "last", proto_dim: int | None = None):
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+        hidden = encoder.config.hidden_size
+        self.classifier = nn.Linear(hidden, num_labels)
+        self.proto_layers = proto_layers
+        self.projection = None if proto_dim is None else nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, proto_dim))
+        self.proto_size = hidden if proto_dim is None else proto_dim
 
     @classmethod
     def from_encoder(cls, name_or_path: str, num_labels: int, frozen_layers: int = 3,
-                     freeze_embeddings: bool = True) -> "TokenClassifier":
+                     freeze_embeddings: bool = True, proto_layers: str = "last",
+                     proto_dim: int | None = None) -> "TokenClassifier":
         encoder = load_encoder(name_or_path, add_pooling_layer=False)
-        model = cls(encoder, num_labels, dropout=encoder.config.hidden_dropout_prob)
+        model = cls(encoder, num_labels, dropout=encoder.config.hidden_dropout_prob, proto_layers=proto_layers,
+                    proto_dim=proto_dim)
         model.freeze(frozen_layers, freeze_embeddings)
         return model
+
+    @classmethod
+    def from_config(cls, name_or_path: str, num_labels: int, config) -> "TokenClassifier":
+        """The model a TrainConfig describes (its frozen layers and prototype representation)."""
+        return cls.from_encoder(name_or_path, num_labels, config.frozen_layers, config.freeze_embeddings,
+                                config.proto_layers, config.proto_dim if config.proto_space == "projection" else None)
 
     def freeze(self, frozen_layers: int, freeze_embeddings: bool) -> None:
         """Freeze the embeddings and the bottom layers, as the paper does after Wu et al. (2020b)."""
@@ -37,9 +57,14 @@ class TokenClassifier(nn.Module):
             layer.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                           output_hidden_states=self.proto_layers == "mean4")
+        h = out.last_hidden_state  # (B, L, H)
         logits = self.classifier(self.dropout(h))  # (B, L, K)
-        return h, logits
+        z = torch.stack(out.hidden_states[-4:]).mean(dim=0) if self.proto_layers == "mean4" else h  # (B, L, H)
+        if self.projection is not None:
+            z = nn.functional.normalize(self.projection(z), dim=-1)  # (B, L, proto_dim)
+        return z, logits
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the weights training changes: a checkpoint need not repeat the frozen encoder."""

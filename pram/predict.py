@@ -33,8 +33,7 @@ def load_trained(checkpoint: str | Path, device: str = "cpu"):
                         "pass a folder under <run>/checkpoints/, e.g. best-target-dev")
     weights, info, _ = load_checkpoint(path)
     config = TrainConfig.from_dict(info["config"])
-    model = TokenClassifier.from_encoder(info["encoder_path"], len(info["label_names"]), config.frozen_layers,
-                                         config.freeze_embeddings)
+    model = TokenClassifier.from_config(info["encoder_path"], len(info["label_names"]), config)
     missing = set(weights) - set(model.state_dict())
     if missing:
         raise UserError(f"{at(path)}: weights {sorted(missing)[:3]} do not fit encoder {info['encoder_path']}")
@@ -92,7 +91,7 @@ def predict_command(checkpoint: str, file: str, out: str | None) -> int:
     data = Dataset.from_dict({"tokens": sentences})
     encoded = encode_dataset(data, tokenizer, config.max_length, labelled=False)
     with torch.no_grad():
-        predicted, _, _ = predict(model, encoded, tokenizer.pad_token_id, config.eval_batch_size, device)
+        predicted = predict(model, encoded, tokenizer.pad_token_id, config.eval_batch_size, device).words
     names = info["label_names"]
     text = "\n\n".join("\n".join(f"{w}\t{names[t] if t >= 0 else 'O'}" for w, t in zip(s, p))
                        for s, p in zip(sentences, predicted)) + "\n"

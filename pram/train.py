@@ -23,9 +23,9 @@ from pram.config import SELECTIONS, TrainConfig
 from pram.errors import UserError
 from pram.evaluate import evaluate
 from pram.inputs import TrainData, prepare_data
-from pram.losses import beta_weight
+from pram.losses import beta_weight, similarity_distribution
 from pram.model import TokenClassifier
-from pram.objective import Banks, Weights, pram_objective
+from pram.objective import Banks, Weights, objective_parts
 from pram.report import eval_table, final_table
 
 Report = Callable[[dict, Path], None]
@@ -57,13 +57,16 @@ def first_pieces(model, batch: dict, device: str):
 
 def build_model(config: TrainConfig, data: TrainData, device: str) -> TokenClassifier:
     torch.manual_seed(config.seed)  # the classifier's initial weights
-    model = TokenClassifier.from_encoder(data.encoder_path, len(data.label_names), config.frozen_layers,
-                                         config.freeze_embeddings)
+    model = TokenClassifier.from_config(data.encoder_path, len(data.label_names), config)
     return model.to(device)
 
 
-def train_step(model, optimizer, banks: Banks, data: TrainData, config: TrainConfig, step: int, device: str):
-    """One step of Algorithm 1: a labelled batch from every source and, once the target term is on, a target batch."""
+def train_step(model, optimizer, banks: Banks, data: TrainData, config: TrainConfig, step: int, device: str,
+               measure_gradients: bool = False):
+    """One step of Algorithm 1: a labelled batch from every source and, once the target term is on, a target batch.
+
+    measure_gradients: also return the norm of each loss term's gradient on the encoder (`grad_norm_*`).
+    """
     torch.manual_seed(step_seed(config.seed, step))  # dropout
     generator = torch.Generator().manual_seed(step_seed(config.seed, step))  # down-sampling
     model.train()
@@ -82,12 +85,29 @@ def train_step(model, optimizer, banks: Banks, data: TrainData, config: TrainCon
         with autocast(config, device):
             h_t, logits_t, _ = first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device)
         target = (h_t, logits_t)
-    weights = Weights(config.tau, config.lam, config.alpha, beta, config.gamma, config.apc, config.guidance)
-    loss, terms, banks = pram_objective(sources, target, banks, weights, generator)
+    weights = Weights(config.tau, config.lam, config.alpha, beta, config.gamma, config.apc, config.guidance,
+                      config.lam_weights, config.proto_space == "centered")
+    parts, terms, banks = objective_parts(sources, target, banks, weights, generator)
+    loss = sum(parts.values())
+    gradients = gradient_norms(model, parts) if measure_gradients else {}
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return banks, {**terms, "beta": beta}
+    return banks, {**terms, "beta": beta}, gradients
+
+
+def gradient_norms(model, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+    """L2 norm of each weighted term's gradient (`sup`, `apc_source`, `apc_target` of objective_parts) on the
+    encoder's trainable weights: how much each term moves the representations. A diagnostic: it does not touch
+    the gradients the step applies."""
+    params = [p for p in model.encoder.parameters() if p.requires_grad]
+    norms = {}
+    for name, part in parts.items():
+        grads = torch.autograd.grad(part, params, retain_graph=True, allow_unused=True) \
+            if params and part.requires_grad else []
+        squares = [g.float().pow(2).sum() for g in grads if g is not None]
+        norms[f"grad_norm_{name}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+    return norms
 
 
 def bank_stats(banks: Banks, sources: tuple[str, ...]) -> dict:
@@ -102,19 +122,66 @@ def bank_stats(banks: Banks, sources: tuple[str, ...]) -> dict:
     return stats
 
 
-def dev_metrics(model, data: TrainData, config: TrainConfig, device: str) -> dict:
-    """Dev scores of every source and the target, and the collapse guard (target predictions only)."""
+def similarity_fn(banks: Banks, config: TrainConfig, bank: int | None = None):
+    """q (Eq. 6-7) of first-piece representations under the current banks: bank i's, or (bank None, for target
+    tokens in multi-source mode) the mean of every bank's q. A bank that knows no class yet gives uniform q."""
+    centered = config.proto_space == "centered"
+    banks_used = range(banks.prototypes.shape[0]) if bank is None else [bank]
+
+    def q(z: torch.Tensor) -> torch.Tensor:
+        qs = []
+        for i in banks_used:
+            known = banks.known[i] if banks.known[i].any() else torch.ones_like(banks.known[i])
+            qs.append(similarity_distribution(z, banks.prototypes[i], config.tau, known, banks.centers(i, centered)))
+        return torch.stack(qs).mean(dim=0)  # (N, K)
+    return q
+
+
+def prototype_cosine(banks: Banks, config: TrainConfig) -> float:
+    """Mean pairwise cosine of the known prototypes of each bank, in the space q uses, averaged over banks:
+    close to 1 on an anisotropic encoder, where q cannot tell the classes apart."""
+    values = []
+    for i in range(banks.prototypes.shape[0]):
+        c = banks.prototypes[i][banks.known[i]]  # (K_known, H)
+        if config.proto_space == "centered":
+            c = c - banks.center[i]
+        if len(c) < 2:
+            continue
+        c = torch.nn.functional.normalize(c, dim=-1)
+        cos = c @ c.T  # (K, K)
+        off = ~torch.eye(len(c), dtype=torch.bool, device=c.device)
+        values.append(float(cos[off].mean()))
+    return sum(values) / len(values) if values else math.nan
+
+
+def dev_metrics(model, data: TrainData, config: TrainConfig, device: str, banks: Banks | None = None) -> dict:
+    """Dev scores of every source and the target, the collapse guard (target predictions only) and, given the
+    banks, the diagnostics of q: its entropy on source and target tokens, the target-dev F1 of the prototype
+    classifier argmax q beside the head's, and the mean cosine between prototypes."""
     metrics = {}
+    q_entropy_source = []
     for lang, split in data.dev.items():
+        similarity = None
+        if banks is not None:
+            similarity = similarity_fn(banks, config, config.sources.index(lang) if lang in config.sources else None)
         with autocast(config, device):
-            scores = evaluate(model, split, data.label_names, data.pad_token_id, config.eval_batch_size, device)
+            scores = evaluate(model, split, data.label_names, data.pad_token_id, config.eval_batch_size, device,
+                              similarity=similarity)
         metrics[f"dev_f1_{lang}"] = scores["f1"]
         if lang == config.target:
             metrics.update(target_dev_f1=scores["f1"], target_dev_precision=scores["precision"],
                            target_dev_recall=scores["recall"], target_deviation=scores["deviation"],
                            target_entity_share=scores["entity_share"], target_entropy=scores["entropy"])
+            if banks is not None:
+                metrics.update(proto_f1_target=scores["proto_f1"], q_entropy_target=scores["q_entropy"])
+        elif banks is not None:
+            q_entropy_source.append(scores["q_entropy"])
+            metrics[f"proto_f1_{lang}"] = scores["proto_f1"]
     metrics["source_dev_f1"] = sum(metrics[f"dev_f1_{lang}"] for lang in config.sources) / len(config.sources)
     metrics["source_entity_share"] = data.source_entity_share
+    if banks is not None:
+        metrics["q_entropy_source"] = sum(q_entropy_source) / len(q_entropy_source)
+        metrics["proto_cos_mean"] = prototype_cosine(banks, config)
     return metrics
 
 
@@ -133,7 +200,8 @@ def test_metrics(model, data: TrainData, config: TrainConfig, device: str) -> di
     for lang, split in data.test.items():
         with autocast(config, device):
             scores = evaluate(model, split, data.label_names, data.pad_token_id, config.eval_batch_size, device)
-        out[lang] = {k: scores[k] for k in ("precision", "recall", "f1", "per_type", "deviation")}
+        out[lang] = {**{k: scores[k] for k in ("precision", "recall", "f1", "per_type", "deviation")},
+                     "sentences": len(split)}
     return out
 
 
@@ -141,11 +209,21 @@ def _selection_score(metrics: dict, selection: str) -> float:
     return metrics["target_dev_f1" if selection == "target-dev" else "source_dev_f1"]
 
 
+def first_selectable_step(config: TrainConfig) -> int:
+    """Selection rule (beyond the paper): a checkpoint may be chosen only once every enabled loss term has been
+    on. With the target term held back until `beta_start_step`, an evaluation at step s (steps 0..s-1 trained)
+    is selectable when s > beta_start_step; before that it scores a model that never saw the target term, which
+    is not a PRAM result. Without a target term (apc none or source, beta 0) every evaluation is selectable."""
+    target_on = config.apc in ("both", "target") and config.beta > 0 and config.beta_start_step < config.max_steps
+    return config.beta_start_step + 1 if target_on else 0
+
+
 def train(config: TrainConfig, data: TrainData | None = None, report: Report | None = None,
-          resume: bool = False) -> dict:
+          resume: bool = False, score_test: bool = True) -> dict:
     """Train PRAM; write checkpoints and metrics.json under config.out_dir; return the final metrics.
 
     resume: continue from `out_dir/checkpoints/last` if it exists (the same result as an uninterrupted run).
+    score_test: score the kept weights on the test sets at the end (a search's trials do not).
     """
     console = Console(quiet=config.quiet)
     out = Path(config.out_dir)
@@ -164,15 +242,14 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
     model = build_model(config, data, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    banks = Banks.empty(len(config.sources), len(data.label_names), model.encoder.config.hidden_size, device)
+    banks = Banks.empty(len(config.sources), len(data.label_names), model.proto_size, device)
     state = {"step": 0, "history": [], "best": {s: {"score": -1.0, "step": None} for s in SELECTIONS},
              "stale": 0, "elapsed": 0.0}
     if resume and (ckpt_dir / "last").exists():
         weights, state, tensors = load_checkpoint(ckpt_dir / "last")
         model.load_state_dict(weights, strict=False)
         restore_optimizer(optimizer, tensors, state.pop("optimizer"))
-        banks = Banks(tensors["banks.prototypes"].to(device), tensors["banks.known"].to(device),
-                      tensors["banks.updates"].to(device))
+        banks = Banks.from_tensors(tensors, device)
         console.print(f"resumed from {ckpt_dir / 'last'} at step {state['step']}")
     out.mkdir(parents=True, exist_ok=True)
     run_info = {"config": config.to_dict(), "encoder_path": data.encoder_path, "label_names": data.label_names}
@@ -187,7 +264,9 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=config.quiet) as bar:
         task = bar.add_task("train", total=config.max_steps, completed=state["step"], info="")
         while state["step"] < config.max_steps:
-            banks, terms = train_step(model, optimizer, banks, data, config, state["step"], device)
+            evaluates_next = (state["step"] + 1) % config.eval_every == 0 or state["step"] + 1 == config.max_steps
+            banks, terms, gradients = train_step(model, optimizer, banks, data, config, state["step"], device,
+                                                 measure_gradients=evaluates_next)
             state["step"] += 1
             for k, v in terms.items():
                 running[k] = running.get(k, 0.0) + v
@@ -195,9 +274,9 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             if state["step"] % config.eval_every and state["step"] < config.max_steps:
                 continue
             n = config.eval_every if state["step"] % config.eval_every == 0 else state["step"] % config.eval_every
-            metrics = {"step": state["step"], **{k: v / n for k, v in running.items()}}
+            metrics = {"step": state["step"], **{k: v / n for k, v in running.items()}, **gradients}
             running = {}
-            metrics.update(dev_metrics(model, data, config, device))
+            metrics.update(dev_metrics(model, data, config, device, banks))
             metrics.update(bank_stats(banks, config.sources))
             metrics["collapse"] = collapsed(metrics, config)
             state["elapsed"] = elapsed_before + time.time() - started
@@ -216,11 +295,17 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             if config.patience is not None and state["stale"] >= config.patience:
                 bar.console.print(f"early stop: no better {config.selection} F1 in {config.patience} evaluations")
                 break
-    return _finish(config, data, model, ckpt_dir, state, device, console, out)
+    return _finish(config, data, model, ckpt_dir, state, device, console, out, score_test)
 
 
 def _record(state: dict, metrics: dict, config: TrainConfig, model, ckpt_dir: Path, run_info: dict) -> bool:
-    """Keep the best weights by each selection metric; return whether the configured one improved."""
+    """Keep the best weights by each selection metric; return whether the configured one improved.
+
+    Only evaluations from `first_selectable_step` on compete; the ones before it neither win nor count
+    toward patience."""
+    metrics["selectable"] = metrics["step"] >= first_selectable_step(config)
+    if not metrics["selectable"]:
+        return False
     improved = False
     for selection in SELECTIONS:
         score = _selection_score(metrics, selection)
@@ -236,20 +321,26 @@ def _record(state: dict, metrics: dict, config: TrainConfig, model, ckpt_dir: Pa
 
 def _save_last(ckpt_dir: Path, model, optimizer, banks: Banks, state: dict, run_info: dict) -> None:
     tensors, optim_meta = optimizer_tensors(optimizer)
-    tensors.update({"banks.prototypes": banks.prototypes, "banks.known": banks.known,
-                    "banks.updates": banks.updates})
+    tensors.update(banks.tensors())
     save_checkpoint(ckpt_dir / "last", model.trainable_state_dict(),
                     {**run_info, **state, "optimizer": optim_meta}, tensors)
 
 
-def _finish(config, data, model, ckpt_dir, state, device, console, out) -> dict:
-    """Test scores of the weights each selection rule would keep; the configured one is `test`."""
+def _finish(config, data, model, ckpt_dir, state, device, console, out, score_test: bool = True) -> dict:
+    """Test scores of the weights each selection rule would keep; the configured one is `test`.
+
+    Two rules that kept the same step share one scoring. score_test False (a search trial) skips the test sets.
+    """
     selected = {}
     for selection in SELECTIONS:
         weights, info, _ = load_checkpoint(ckpt_dir / f"best-{selection}")
-        model.load_state_dict(weights, strict=False)
-        selected[selection] = {"step": info["step"], "dev_score": info["score"],
-                               "test": test_metrics(model, data, config, device)}
+        same = next((kept for kept in selected.values() if kept["step"] == info["step"]), None)
+        if same is not None or not score_test:
+            scores = same["test"] if same is not None else {}
+        else:
+            model.load_state_dict(weights, strict=False)
+            scores = test_metrics(model, data, config, device)
+        selected[selection] = {"step": info["step"], "dev_score": info["score"], "test": scores}
     final = {"config": config.to_dict(), "steps": state["step"], "elapsed_s": state["elapsed"],
              "selection": config.selection, "test": selected[config.selection]["test"],
              "selected_by": selected, "history": state["history"],

@@ -56,7 +56,7 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
             raise InjectedFault(f"{FAIL_AT_STEP}={fail_at}: injected fault after step {fail_at}")
 
     try:
-        final = train(train_config, data, report=report, resume=meta["step"] > 0)
+        final = train(train_config, data, report=report, resume=meta["step"] > 0, score_test=report_test)
         if report_test:
             tune.report({"final": True, **_test_scalars(final), "cpu_s": meta["cpu_s"] +
                          time.process_time() - started_cpu, "starts": meta["starts"], **where})
