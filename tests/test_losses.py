@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pram.losses import (apc_loss, batch_class_means, beta_weight, downsample_non_entities, js_divergence,
-                         similarity_distribution, update_prototypes)
+                         old_weight, similarity_distribution, update_prototypes)
 from pram.objective import Banks, Weights, pram_objective
 
 
@@ -193,3 +193,47 @@ def test_a_target_batch_with_no_predicted_entity_contributes_nothing():
     _, terms, _ = pram_objective(src, tgt, Banks.empty(1, 3, 4), Weights(0.2, 0.9, 1.0, 1.0, 1.5),
                                  torch.Generator().manual_seed(0))
     assert terms["tgt_c"] == 0.0
+
+
+def test_centering_sharpens_q_on_an_anisotropic_encoder_by_the_worked_out_amount():
+    # Every vector shares a large common component c = (10, 0, 0), as on an anisotropic encoder; the classes
+    # differ by one unit along e2 or e3. The token is class 0's prototype.
+    c = torch.tensor([10.0, 0.0, 0.0])
+    prototypes = torch.stack([c + torch.tensor([0.0, 1.0, 0.0]), c + torch.tensor([0.0, 0.0, 1.0])])
+    h = prototypes[:1]
+    tau = 0.5
+    # hidden: cos = 1 and 100/101; centered (c subtracted): cos = 1 and 0.
+    def entropy_of(cosines):
+        logits = [x / tau for x in cosines]
+        z = sum(math.exp(v) for v in logits)
+        q = [math.exp(v) / z for v in logits]
+        return -sum(p * math.log(p) for p in q)
+    hidden_expected, centered_expected = entropy_of([1.0, 100 / 101]), entropy_of([1.0, 0.0])
+    assert centered_expected == pytest.approx(0.36533, abs=1e-5)  # by hand: 0.8808 ln(1/0.8808) + 0.1192 ln(1/0.1192)
+    assert hidden_expected == pytest.approx(math.log(2) - 4.9e-5, abs=1e-5)  # nearly uniform
+    def entropy(q):
+        return float(-(q * q.log()).sum())
+    hidden = similarity_distribution(h, prototypes, tau)
+    centered = similarity_distribution(h, prototypes, tau, center=c)
+    assert entropy(hidden) == pytest.approx(hidden_expected, abs=1e-6)
+    assert entropy(centered) == pytest.approx(centered_expected, abs=1e-6)
+    assert entropy(hidden) - entropy(centered) == pytest.approx(hidden_expected - centered_expected, abs=1e-6)
+
+
+def test_the_bank_center_is_a_running_mean_of_every_source_token():
+    banks = Banks.empty(1, 3, 2)
+    first = torch.tensor([[1.0, 0.0], [3.0, 2.0]])
+    banks = banks.updated(0, first, torch.tensor([0, 1]), lam=0.9)
+    assert torch.allclose(banks.center[0], torch.tensor([2.0, 1.0]))  # the first batch sets it
+    banks = banks.updated(0, torch.tensor([[12.0, 11.0]]), torch.tensor([2]), lam=0.9)
+    assert torch.allclose(banks.center[0], torch.tensor([0.9 * 2 + 0.1 * 12, 0.9 * 1 + 0.1 * 11]))
+
+
+def test_lam_weights_new_reads_eq5_literally():
+    assert old_weight(0.9, "old") == 0.9
+    assert old_weight(0.9, "new") == pytest.approx(0.1)
+    banks = Banks.empty(1, 2, 1).updated(0, torch.tensor([[1.0]]), torch.tensor([0]), lam=0.9)
+    w = Weights(0.2, 0.9, 1.0, 1.0, None, lam_weights="new")
+    src = (torch.tensor([[3.0]]), torch.zeros(1, 2), torch.tensor([0]))
+    _, _, after = pram_objective([src], None, banks, w)
+    assert float(after.prototypes[0, 0, 0]) == pytest.approx(0.1 * 1.0 + 0.9 * 3.0)  # lam on the new mean

@@ -80,8 +80,19 @@ def test_ranges_from_the_command_line_replace_or_add_one_setting():
         assert 0.1 <= c["tau"] <= 0.3 and c["gamma"] in (1.0, None) and c["beta_start"] == 0.5
 
 
+def test_the_representation_settings_are_searched_as_choices_of_names():
+    ranges = search_ranges("conll", ["proto_space=hidden,centered,projection", "proto-layers=last,mean4",
+                                     "tau=0.02:0.3"])
+    assert ranges["proto_space"] == Choice(("hidden", "centered", "projection"))
+    configs = sample(ranges, seed=0, n=30)
+    assert {c["proto_space"] for c in configs} == {"hidden", "centered", "projection"}
+    assert {c["proto_layers"] for c in configs} == {"last", "mean4"}
+    assert min(c["tau"] for c in configs) < 0.1  # the wider temperature range is reachable
+
+
 @pytest.mark.parametrize("text, message", [
     ("tau", "NAME=LOW:HIGH"),
+    ("proto_space=hidden,flat", "proto_space must be one of"),
     ("lr=0.1:0.2", "cannot be searched"),
     ("tau=0.3:0.1", "low end must be below"),
     ("lam=0.5:1.2", "lam must be in [0, 1)"),

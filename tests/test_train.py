@@ -1,6 +1,7 @@
 """The trainer end to end on real sentences with a tiny random BERT (the `smoke` preset)."""
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -13,8 +14,8 @@ from safetensors.torch import load_file
 from pram.batches import collate
 from pram.config import preset
 from pram.inputs import prepare_data
-from pram.objective import Banks
-from pram.train import build_model, first_pieces, train, train_step
+from pram.objective import Banks, Weights, objective_parts
+from pram.train import build_model, first_pieces, first_selectable_step, train, train_step
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +213,7 @@ def test_bf16_runs_the_model_in_bfloat16_and_keeps_losses_banks_and_weights_floa
         banks = Banks.empty(1, len(smoke_data.label_names), model.encoder.config.hidden_size)
         losses[precision] = []
         for step in range(3):
-            banks, terms = train_step(model, optimizer, banks, smoke_data, run, step, "cpu")
+            banks, terms, _ = train_step(model, optimizer, banks, smoke_data, run, step, "cpu")
             losses[precision].append(terms["loss"])
         expected = torch.bfloat16 if precision == "bf16" else torch.float32
         assert len(dtypes) > 20 and set(dtypes) == {expected}  # source and target passes alike
@@ -223,3 +224,82 @@ def test_bf16_runs_the_model_in_bfloat16_and_keeps_losses_banks_and_weights_floa
     # bf16 keeps 8 bits of mantissa: about 0.4% per product; the losses of 3 steps agree to 3%
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.03)
     assert losses["bf16"] != losses["fp32"]  # and bf16 did change the arithmetic
+
+
+DIAGNOSTICS = ("q_entropy_source", "q_entropy_target", "proto_cos_mean", "proto_f1_target", "grad_norm_sup",
+               "grad_norm_apc_source", "grad_norm_apc_target")
+
+
+def test_every_evaluation_writes_the_diagnostics_of_q(smoke_run):
+    for h in smoke_run["history"]:
+        for key in DIAGNOSTICS:
+            assert math.isfinite(h[key]), (h["step"], key)
+        assert 0 <= h["q_entropy_source"] <= math.log(9) + 1e-6 and 0 <= h["q_entropy_target"] <= math.log(9) + 1e-6
+        assert -1 <= h["proto_cos_mean"] <= 1 and 0 <= h["proto_f1_target"] <= 100
+        assert h["grad_norm_sup"] > 0 and h["grad_norm_apc_source"] > 0
+    # The target term is off at the first evaluation's step (beta_start 1/3 of 60), on at the last.
+    assert smoke_run["history"][0]["grad_norm_apc_target"] == 0
+    assert smoke_run["history"][-1]["grad_norm_apc_target"] > 0
+
+
+def test_selection_skips_evaluations_from_before_the_target_term(smoke_config, smoke_run):
+    """smoke: the target term starts at step 20 of 60, so the evaluation at step 20 scored a model that never
+    saw it: it is not selectable, and each rule keeps the best of steps 40 and 60 (the earlier on a tie)."""
+    assert first_selectable_step(smoke_config) == 21
+    assert first_selectable_step(replace(smoke_config, apc="none")) == 0
+    assert first_selectable_step(replace(smoke_config, beta_start=0.0, beta_ramp=0.5)) == 1
+    history = smoke_run["history"]
+    assert [h["selectable"] for h in history] == [False, True, True]
+    for selection, key in (("target-dev", "target_dev_f1"), ("source-dev", "source_dev_f1")):
+        best = max(history[1:], key=lambda h: (h[key], -h["step"]))
+        assert smoke_run["selected_by"][selection]["step"] == best["step"]
+        assert smoke_run["selected_by"][selection]["dev_score"] == best[key]
+
+
+def test_the_projection_head_learns_from_the_apc_terms_only(smoke_config, smoke_data):
+    config = replace(smoke_config, proto_space="projection", proto_dim=16)
+    model = build_model(config, smoke_data, "cpu")
+    head = list(model.projection.parameters())
+    batch = collate(smoke_data.source_train["en"][:8], smoke_data.pad_token_id)
+    z, logits, labels = first_pieces(model, batch, "cpu")
+    assert z.shape[-1] == 16 and torch.allclose(z.norm(dim=-1), torch.ones(len(z)))  # L2-normalised
+    target = first_pieces(model, collate(smoke_data.target_train[:8], smoke_data.pad_token_id), "cpu")[:2]
+    parts, _, _ = objective_parts([(z, logits, labels)], target, Banks.empty(1, 9, 16),
+                                  Weights(0.2, 0.9, 1.0, 1.0, None))
+    sup = torch.autograd.grad(parts["sup"], head, retain_graph=True, allow_unused=True)
+    assert all(g is None for g in sup)  # L_sup never reaches the head
+    for name in ("apc_source", "apc_target"):
+        grads = torch.autograd.grad(parts[name], head, retain_graph=True, allow_unused=True)
+        assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0, name
+
+
+@pytest.mark.slow
+def test_resume_with_the_projection_head_and_centering_repeats_the_uninterrupted_run(smoke_config, smoke_data,
+                                                                                     tmp_path):
+    for space in ("projection", "centered"):
+        config = replace(smoke_config, proto_space=space, proto_layers="mean4", out_dir=str(tmp_path / space))
+        whole = train(config, smoke_data)
+        cut = replace(config, out_dir=str(tmp_path / f"{space}-cut"))
+        with pytest.raises(Interrupted):
+            train(cut, smoke_data, report=interrupt_at(40))
+        resumed = train(cut, smoke_data, resume=True)
+        assert resumed["history"][-1]["loss"] == pytest.approx(whole["history"][-1]["loss"], rel=1e-5)
+        assert resumed["test"]["de"]["f1"] == whole["test"]["de"]["f1"]
+        a = load_file(f"{config.out_dir}/checkpoints/last/model.safetensors")
+        b = load_file(f"{cut.out_dir}/checkpoints/last/model.safetensors")
+        assert (space == "projection") == any(k.startswith("projection.") for k in a)
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+        center = load_file(f"{cut.out_dir}/checkpoints/last/trainer.safetensors")["banks.center"]
+        assert center.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_a_laptop_run_scores_the_whole_test_set(data_dir, tmp_path):
+    """The laptop preset scores every sentence of the test sets (the official CoNLL-2003 counts: German 3005,
+    English 3453), whatever its dev subset; two steps of the real encoder are enough to see it."""
+    config = preset("laptop", data_dir=str(data_dir), out_dir=str(tmp_path / "laptop"), quiet=True,
+                    max_steps=2, eval_every=2, batch_size=2, train_sentences=16, eval_sentences=8,
+                    eval_languages=(), apc="none", threads=2)
+    final = train(config)
+    assert final["test"]["de"]["sentences"] == 3005 and final["test"]["en"]["sentences"] == 3453
+    assert final["selected_by"]["source-dev"]["test"] == final["test"]  # the same step is scored once

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from pram.config import SELECTIONS
 from pram.dashboard.folder import search_strategy
 from pram.paper import paper_f1, variant_counterpart
-from tune.space import SEARCHABLE
+from tune.space import CATEGORICAL, SEARCHABLE
 
 # Tune's bookkeeping columns, left out of the tables (the trial's own numbers stay).
 TUNE_COLUMNS = {"date", "hostname", "node_ip", "pid", "timestamp", "time_since_restore", "time_this_iter_s",
@@ -35,6 +35,7 @@ TRIAL_COLUMNS = [  # the fixed part of trials.parquet; every metric of the last 
     ("best_objective", pa.float64()), ("wall_s", pa.float64()), ("cpu_s", pa.float64()),
     ("gpu_s", pa.float64()), ("restarts", pa.int64()), ("node_ip", pa.string()), ("node_id", pa.string()),
     ("gpu_ids", pa.string()), *((name, pa.float64()) for name in SEARCHABLE),
+    *((name, pa.string()) for name in CATEGORICAL),
 ]
 HISTORY_COLUMNS = [("target", pa.string()), ("optuna_trial", pa.int64()), ("trial_id", pa.string()),
                    ("round", pa.int64()), ("step", pa.int64()), ("time_total_s", pa.float64())]
@@ -94,6 +95,7 @@ def trial_rows(records: list[TrialRecord], objective: str, base: dict) -> list[d
                "wall_s": wall, "cpu_s": _float(rec.last.get("cpu_s")), "gpu_s": wall * rec.gpus,
                "restarts": max(0, int(rec.last.get("starts", 1)) - 1)}
         row.update({name: _float(rec.config.get(name, base[rec.target].get(name))) for name in SEARCHABLE})
+        row.update({name: rec.config.get(name, base[rec.target].get(name)) for name in CATEGORICAL})
         row.update({k: v for k, v in rec.last.items() if k not in row})
         rows.append(row)
     return rows

@@ -22,7 +22,7 @@ from pram.config import TrainConfig
 from pram.errors import UserError
 from tune import results
 from tune.cluster import local_auth_token, ray_running
-from tune.space import SEARCHABLE, describe, search_ranges
+from tune.space import SEARCHED, describe, search_ranges
 
 STATUS = {TrialState.COMPLETE: "TERMINATED", TrialState.PRUNED: "PRUNED", TrialState.FAIL: "ERROR"}
 RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}  # Tune's names of a trial's resources -> Ray's
@@ -215,7 +215,7 @@ def best_entry(study: optuna.Study, base: TrainConfig, s) -> dict:
 
 
 def write_results(s, out: Path, records, best, finals, bases) -> None:
-    base_values = {t: {name: getattr(b, name) for name in SEARCHABLE} for t, b in bases.items()}
+    base_values = {t: {name: getattr(b, name) for name in SEARCHED} for t, b in bases.items()}
     results.write_table(out / "trials.parquet", results.trial_rows(records, s.metric, base_values),
                         results.TRIAL_COLUMNS)
     results.write_table(out / "history.parquet", results.history_rows(records), results.HISTORY_COLUMNS)

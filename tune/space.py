@@ -28,12 +28,13 @@ class Interval:
 
 @dataclass(frozen=True)
 class Choice:
-    """One of a few values (None: the setting is off, e.g. no non-entity down-sampling)."""
+    """One of a few values (None: the setting is off, e.g. no non-entity down-sampling; strings for the
+    representation settings, e.g. proto_space)."""
 
-    values: tuple[float | None, ...]
+    values: tuple[float | str | None, ...]
 
     def __str__(self) -> str:
-        return ",".join("none" if v is None else f"{v:g}" for v in self.values)
+        return ",".join("none" if v is None else v if isinstance(v, str) else f"{v:g}" for v in self.values)
 
 
 Range = Interval | Choice
@@ -46,8 +47,13 @@ PAPER_RANGES: dict[str, dict[str, Range]] = {
                 "beta": Interval(1.0, 3.0), "gamma": Choice((1.0, 1.5, 2.0))},
 }
 
-# Settings a --range may name: the paper's five, and the target-term schedule (a choice beyond the paper).
+# Numeric settings a --range may name: the paper's five, and the target-term schedule (a choice beyond the
+# paper). A wider temperature than the paper's is one --range away: tau=0.02:0.3.
 SEARCHABLE = ("tau", "lam", "alpha", "beta", "gamma", "beta_start", "beta_ramp")
+# Settings of the representation q is computed on (beyond the paper), searched as a choice of names:
+# --range proto_space=hidden,centered,projection.
+CATEGORICAL = ("proto_layers", "proto_space", "lam_weights")
+SEARCHED = SEARCHABLE + CATEGORICAL
 
 
 def parse_range(text: str) -> tuple[str, Range]:
@@ -57,10 +63,12 @@ def parse_range(text: str) -> tuple[str, Range]:
     if not sep or not spec.strip():
         raise UserError(f"--range {text}: write NAME=LOW:HIGH or NAME=A,B,C "
                         "(e.g. tau=0.1:0.3, gamma=1.0,2.0)")
-    if name not in SEARCHABLE:
-        raise UserError(f"--range {text}: {name!r} cannot be searched; choose from {', '.join(SEARCHABLE)}")
+    if name not in SEARCHED:
+        raise UserError(f"--range {text}: {name!r} cannot be searched; choose from {', '.join(SEARCHED)}")
     try:
-        if ":" in spec:
+        if name in CATEGORICAL:
+            found: Range = Choice(tuple(v.strip() for v in spec.split(",")))
+        elif ":" in spec:
             low, high = (float(v) for v in spec.split(":"))
             found: Range = Interval(low, high)
         else:
@@ -70,7 +78,7 @@ def parse_range(text: str) -> tuple[str, Range]:
             from None
     if None in _ends(found) and name != "gamma":
         raise UserError(f"--range {text}: only gamma can be none (no non-entity down-sampling)")
-    if any(value is not None and not math.isfinite(value) for value in _ends(found)):
+    if any(isinstance(value, float) and not math.isfinite(value) for value in _ends(found)):
         raise UserError(f"--range {text}: every value must be a finite number")
     if isinstance(found, Interval) and not found.low < found.high:
         raise UserError(f"--range {text}: the low end must be below the high end")
@@ -97,7 +105,7 @@ def search_ranges(dataset: str, overrides: list[str] = ()) -> dict[str, Range]:
 
 def suggest(trial: optuna.Trial, ranges: dict[str, Range]) -> None:
     """Define-by-run: one Optuna suggestion per searched setting, in a fixed order (so a seed repeats)."""
-    for name in SEARCHABLE:
+    for name in SEARCHED:
         found = ranges.get(name)
         if isinstance(found, Interval):
             trial.suggest_float(name, found.low, found.high)
@@ -127,4 +135,4 @@ def make_sampler(seed: int, num_samples: int, kind: str = "tpe") -> optuna.sampl
 
 
 def describe(ranges: dict[str, Range]) -> str:
-    return "  ".join(f"{name}={ranges[name]}" for name in SEARCHABLE if name in ranges)
+    return "  ".join(f"{name}={ranges[name]}" for name in SEARCHED if name in ranges)

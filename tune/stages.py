@@ -14,7 +14,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from tune.live import LiveView
-from tune.space import SEARCHABLE, make_sampler, space_function
+from tune.space import SEARCHED, make_sampler, space_function
 from tune.study import MarkPruned, RoundsASHA, StudySearch
 from tune.trainable import run_trial
 
@@ -94,7 +94,7 @@ def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: 
         # reduction factor 2, not ASHA's 4: a search of a few trials still halves at each rung
         scheduler = FIFOScheduler() if s.scheduler == "fifo" else RoundsASHA(
             max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed, reduction_factor=2)
-        params = [p for p in SEARCHABLE if p in ranges]
+        params = [p for p in SEARCHED if p in ranges]
         view = LiveView(f"search {target} ({study_name})", s.num_samples, rounds, s.metric, params)
         # Keep the best checkpoint by the objective and the latest (Tune always keeps the latest).
         checkpoint = tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric,

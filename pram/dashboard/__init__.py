@@ -30,6 +30,7 @@ def build_report(results_dir: str | Path, tsne_per_class: int = TSNE_PER_CLASS, 
     sections.results(page, folder)
     sections.selection(page, folder)
     sections.curves(page, folder)
+    sections.diagnostics(page, folder)
     sections.settings(page, folder)
     sections.representations(page, folder, tsne_per_class, data_dir, threads)
     return [write_atomically(folder.path / "dashboard.html", page.html()),

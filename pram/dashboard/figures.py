@@ -11,6 +11,7 @@ from pram.paper import PAPER_ENCODER, main_table, tables
 
 SYMBOLS = {"tau": "τ", "lam": "λ", "alpha": "α", "beta": "β", "gamma": "γ", "beta_start": "β start",
            "beta_ramp": "β ramp"}
+CATEGORICAL = ("proto_layers", "proto_space", "lam_weights")  # searched as names (tune/space.py)
 VARIANT_NAMES = {"both": "PRAM", "none": "no APC (--apc none)"}
 SELECTION_NAMES = {"target-dev": "chosen on target dev", "source-dev": "chosen on source dev"}
 END_MARKERS = {"TERMINATED": ("circle", "finished"), "PRUNED": ("x", "stopped by ASHA"),
@@ -34,6 +35,34 @@ def learning_curves(folder: SearchFolder, target: str) -> go.Figure:
     metric = folder.metric.replace("_", " ").replace("f1", "F1")
     return titled(fig, f"Learning curves, target {target}: {metric} of every trial (× = stopped by ASHA)",
                   "training step", f"{metric} (%)")
+
+
+DIAGNOSTIC_PANELS = (  # (panel title, y axis, [(history column, line name)])
+    ("Entropy of q", "nats", [("q_entropy_source", "source tokens"), ("q_entropy_target", "target tokens")]),
+    ("Target dev F1: head against prototypes", "F1 (%)",
+     [("target_dev_f1", "head, argmax p"), ("proto_f1_target", "prototypes, argmax q")]),
+    ("Mean cosine between prototypes", "cosine", [("proto_cos_mean", "prototypes")]),
+    ("Gradient norm on the encoder, per term", "L2 norm", [("grad_norm_sup", "L_sup"),
+                                                            ("grad_norm_apc_source", "α·L_c source"),
+                                                            ("grad_norm_apc_target", "β·L_c target")]),
+)
+
+
+def diagnostics(folder: SearchFolder, target: str, number: int) -> go.Figure:
+    """The diagnostics of q (issue 17) at each evaluation of one trial: what the APC term had to work with."""
+    from plotly.subplots import make_subplots
+
+    points = sorted((h for h in folder.history if (h["target"], h["optuna_trial"]) == (target, number)),
+                    key=lambda h: h["step"])
+    fig = make_subplots(rows=1, cols=len(DIAGNOSTIC_PANELS), subplot_titles=[p[0] for p in DIAGNOSTIC_PANELS])
+    for col, (_, y_title, lines) in enumerate(DIAGNOSTIC_PANELS, start=1):
+        for key, name in lines:
+            shown = [h for h in points if h.get(key) is not None]
+            fig.add_trace(go.Scatter(x=[h["step"] for h in shown], y=[h[key] for h in shown],
+                                     mode="lines+markers", name=name), row=1, col=col)
+        fig.update_xaxes(title_text="training step", row=1, col=col)
+        fig.update_yaxes(title_text=y_title, row=1, col=col)
+    return titled(fig, f"Diagnostics of q, target {target}, trial {number}", "training step", "", height=380)
 
 
 def _evaluations(folder: SearchFolder, target: str, number: int) -> list[dict]:
@@ -61,6 +90,11 @@ def parallel_coordinates(folder: SearchFolder) -> go.Figure:
     dimensions = [{"label": "target", "values": [targets.index(t["target"]) for t in trials],
                    "tickvals": list(range(len(targets))), "ticktext": targets}]
     dimensions += [{"label": SYMBOLS[p], "values": [t.get(p) for t in trials]} for p in params]
+    for p in CATEGORICAL:  # the representation settings, where searched: one axis tick per name
+        names = sorted({str(t.get(p)) for t in trials})
+        if len(names) > 1:
+            dimensions.append({"label": p, "values": [names.index(str(t.get(p))) for t in trials],
+                               "tickvals": list(range(len(names))), "ticktext": names})
     dimensions += [{"label": "evaluations done", "values": [t.get("stopped_round") for t in trials]},
                    {"label": f"best {folder.metric} (%)", "values": values}]
     fig = go.Figure(go.Parcoords(line={"color": values, "colorscale": "Viridis", "showscale": True,

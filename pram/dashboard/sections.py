@@ -85,6 +85,19 @@ def curves(page: Page, folder: SearchFolder) -> None:
             page.note(f"Target {target}: no evaluation in history.parquet.")
 
 
+def diagnostics(page: Page, folder: SearchFolder) -> None:
+    """The diagnostics of q of each target's best trial: entropy, the prototype classifier, gradient norms."""
+    page.section("Diagnostics of q", "diagnostics")
+    for target in folder.targets:
+        number = (folder.best.get(target) or {}).get("optuna_trial")
+        rows = [h for h in folder.history if (h["target"], h["optuna_trial"]) == (target, number)]
+        if any(h.get("q_entropy_target") is not None for h in rows):
+            page.figure(figures.diagnostics(folder, target, number))
+        else:
+            page.note(f"Target {target}: no diagnostics of q in history.parquet (a search from before they "
+                      "were recorded, or no best trial).")
+
+
 def settings(page: Page, folder: SearchFolder) -> None:
     page.section("Which settings mattered", "settings")
     _importances(page, folder)
