@@ -142,6 +142,26 @@ def write_figure(rows: list[dict], dataset: str, path: Path) -> None:
     experiment_figure(rows, VARIANT_NAMES, paper, path, f"{dataset}: {sources} -> {targets}, test F1")
 
 
+def run_folder(runs_dir: Path, base: TrainConfig, target: str, variant: str, seed: int) -> Path:
+    return runs_dir / f"{base.dataset}-{'+'.join(base.sources)}-to-{target}-{variant}-seed{seed}"
+
+
+def write_diagnostics(rows: list[dict], runs_dir: Path, base: TrainConfig, path: Path) -> None:
+    """diagnostics.png: the diagnostics of q of every run of the table whose metrics.json is in runs_dir, one
+    picture per target (the first target's, when there are several, is path; the others path-<target>.png)."""
+    from pram.figures import diagnostics_figure
+
+    for n, target in enumerate(dict.fromkeys(r["target"] for r in rows)):
+        histories: dict[str, list] = {}
+        for variant, seed in dict.fromkeys((r["variant"], r["seed"]) for r in rows if r["target"] == target):
+            metrics = run_folder(runs_dir, base, target, variant, seed) / "metrics.json"
+            if metrics.exists():
+                histories.setdefault(variant, []).append(json.loads(metrics.read_text()).get("history", []))
+        out = path if n == 0 else path.with_name(f"{path.stem}-{target}.png")
+        sources = "+".join(base.sources)
+        diagnostics_figure(histories, VARIANT_NAMES, out, f"{base.dataset}: {sources} -> {target}, diagnostics of q")
+
+
 def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets: list[str], seeds: list[int],
                parallel: int, runs_dir: Path, results_dir: Path, command: str) -> list[dict]:
     """variants: APC sides (`both`, `none`, ...) or a dict from a variant's name to the TrainConfig fields it
@@ -155,7 +175,7 @@ def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets
     for target in targets:
         for variant in variants:
             for seed in seeds:
-                out = runs_dir / f"{base.dataset}-{'+'.join(base.sources)}-to-{target}-{variant}-seed{seed}"
+                out = run_folder(runs_dir, base, target, variant, seed)
                 everyone = dict.fromkeys((*base.eval_languages, base.target, *targets))
                 eval_languages = tuple(lang for lang in everyone if lang != target and lang not in base.sources)
                 jobs[(variant, target, seed)] = replace(base, **variants[variant], target=target, seed=seed,
@@ -185,6 +205,7 @@ def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets
     pq.write_table(pa.Table.from_pylist(rows), table)
     (results_dir / "summary.md").write_text(summary_markdown(rows, base.dataset, command))
     write_figure(rows, base.dataset, results_dir / "summary.png")
+    write_diagnostics(rows, runs_dir, base, results_dir / "diagnostics.png")
     print((results_dir / "summary.md").read_text())
     return rows
 

@@ -58,3 +58,55 @@ def experiment_figure(rows: list[dict], names: dict[str, str], paper: dict[str, 
     fig.savefig(partial, dpi=110)
     plt.close(fig)
     partial.replace(path)
+
+
+DIAGNOSTIC_PANELS = (  # (panel title, y label, [(history key, line label)])
+    ("entropy of q on target dev (ln 9 = 2.20 is uniform)", "nats", [("q_entropy_target", "")]),
+    ("target dev F1: argmax q (dashed) and the head (solid)", "F1 (%)",
+     [("proto_f1_target", "q"), ("target_dev_f1", "p")]),
+    ("mean cosine between prototypes", "cosine", [("proto_cos_mean", "")]),
+    ("gradient on the encoder: APC terms / L_sup", "ratio",
+     [("grad_ratio_source", "source"), ("grad_ratio_target", "target")]),
+)
+
+
+def diagnostics_figure(histories: dict[str, list[list[dict]]], names: dict[str, str], path: Path,
+                       title: str) -> None:
+    """The diagnostics of q per evaluation step, mean over seeds, one colour per variant.
+
+    histories: variant -> one `history` (metrics.json) per seed. Runs from before the diagnostics are skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(DIAGNOSTIC_PANELS), figsize=(5 * len(DIAGNOSTIC_PANELS), 3.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for colour, (variant, runs) in zip(colours, histories.items()):
+        runs = [[_with_ratios(h) for h in run] for run in runs if run and "q_entropy_target" in run[-1]]
+        if not runs:
+            continue
+        steps = [h["step"] for h in runs[0]]
+        for ax, (_, _, lines) in zip(axes, DIAGNOSTIC_PANELS):
+            for key, label in lines:
+                means = [statistics.mean(run[i][key] for run in runs if i < len(run)) for i in range(len(steps))]
+                style = "--" if label in ("q", "target") else "-"
+                ax.plot(steps, means, style, color=colour, marker="o", markersize=3,
+                        label=f"{names.get(variant, variant)}{' ' + label if label else ''} ({len(runs)} seeds)")
+    for ax, (panel, ylabel, _) in zip(axes, DIAGNOSTIC_PANELS):
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _with_ratios(h: dict) -> dict:
+    sup = h.get("grad_norm_sup") or float("nan")
+    return {**h, "grad_ratio_source": h.get("grad_norm_apc_source", float("nan")) / sup,
+            "grad_ratio_target": h.get("grad_norm_apc_target", float("nan")) / sup}

@@ -122,6 +122,7 @@ def test_a10g_comes_on_spot_and_on_demand(aws):
     assert markets == ["on-demand", "spot"]
 
 
+@pytest.mark.slow
 def test_local_cluster_detects_its_nodes_and_scales_to_zero():
     config = load(CLUSTERS / "local.yaml")
     assert config["provider"]["type"] == "local"

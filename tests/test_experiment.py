@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from pram.experiment import paired_lines
@@ -27,6 +28,7 @@ def test_a_target_language_is_drawn_only_from_the_runs_where_it_is_the_target():
     assert kept == {("de", "de"), ("nl", "nl"), ("de", "en"), ("nl", "en"), ("de", "es"), ("nl", "es")}
 
 
+@pytest.mark.slow
 def test_smoke_experiment_writes_runs_summary_and_figure(data_dir, tmp_path):
     results = tmp_path / "results"
     command = [sys.executable, "-m", "pram.cli", "experiment", "--smoke-test", "--data-dir", str(data_dir),

@@ -26,6 +26,8 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.slow  # a three-node Ray cluster and a smoke search on it
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILES = ("trials.parquet", "history.parquet", "best.json", "final.parquet", "summary.md", "optuna.db")
 # Where Ray writes when nobody says otherwise: the driver's results, its auth token, its temp dir.

@@ -219,6 +219,7 @@ def test_every_number_of_pram_paper_is_printed_so_in_the_paper(docs_dir):
     assert printed[("2", ("de", "es", "nl", "Avg."))]["MTMT"] == ["76.80", "81.82", "83.41", "80.68"]
 
 
+@pytest.mark.slow
 def test_paper_tables_md_prints_the_papers_rows_and_the_searchs_beside_them(smoke):
     text = (smoke / "paper-tables.md").read_text(encoding="utf-8")
     for table in TABLES:
@@ -235,6 +236,7 @@ def test_paper_tables_md_prints_the_papers_rows_and_the_searchs_beside_them(smok
     assert "it is a conll multi-source search, the table is conll single-source" in text
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_the_searchs_page_renders_offline_with_no_console_error(smoke, tmp_path):
     page = smoke / "dashboard.html"
@@ -280,6 +282,7 @@ def test_the_searchs_page_renders_offline_with_no_console_error(smoke, tmp_path)
     assert pixels.std() > 20 and (pixels < 200).mean() > 0.02  # drawn, not a blank page
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_a_search_with_a_failed_and_a_pruned_trial_gets_a_page(failed_search, tmp_path):
     trials = pq.read_table(failed_search / "trials.parquet").to_pylist()
@@ -301,6 +304,7 @@ def test_a_search_with_a_failed_and_a_pruned_trial_gets_a_page(failed_search, tm
     assert "No final runs in final.parquet" in text and "ERROR" in text
 
 
+@pytest.mark.slow
 def test_a_folder_without_its_checkpoints_says_so_in_place_of_the_picture(smoke, tmp_path):
     copy = tmp_path / "committed"
     shutil.copytree(smoke, copy, ignore=shutil.ignore_patterns("ray", "dashboard.html", "paper-tables.md"))
@@ -313,6 +317,7 @@ def test_a_folder_without_its_checkpoints_says_so_in_place_of_the_picture(smoke,
     assert (copy / "paper-tables.md").read_text() == (smoke / "paper-tables.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_committed_laptop_search_builds_its_page(tmp_path):
     """results/search-conll-multi-laptop: the README's first command from a fresh clone, committed without ray/
     (so without the checkpoints the t-SNE picture reads)."""
@@ -331,6 +336,7 @@ def test_the_committed_laptop_search_builds_its_page(tmp_path):
     assert "| **PRAM, here** | me5-small | 51.89 ± 2.16 | 54.36 ± 2.55 | 58.11 ± 4.49 | 54.79 |" in tables
 
 
+@pytest.mark.slow
 def test_a_search_from_before_pram_report_still_builds_its_page(tmp_path):
     """A final.parquet written before the baseline runs and both selection rules: one row per target and
     language, no variant, selection or checkpoints columns (the committed search in its first version)."""
@@ -378,6 +384,7 @@ def test_help_explains_the_command():
         assert words in run.stdout
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_the_browser_check_catches_console_errors(tmp_path):
     page = tmp_path / "broken.html"
@@ -406,6 +413,7 @@ def listening_on(port: int) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_serves_the_smoke_search_on_localhost(smoke):
     pytest.importorskip("optuna_dashboard",
                         reason="optuna-dashboard is not installed (pip install -e '.[test]')")

@@ -175,6 +175,7 @@ def columns(path: Path) -> dict[str, pa.DataType]:
     return {f.name: f.type for f in pq.read_schema(path)}
 
 
+@pytest.mark.slow
 def test_smoke_search_end_to_end_writes_every_result(smoke_search):
     out, run = smoke_search.out, smoke_search.run
     assert run.returncode == 0, run.stderr[-3000:]
@@ -267,6 +268,7 @@ def test_smoke_search_end_to_end_writes_every_result(smoke_search):
     assert not list((out / "ray" / "work").glob("*/*"))  # the trials' working copies are gone
 
 
+@pytest.mark.slow
 def test_random_search_without_early_stopping_trains_every_trial_to_the_end(tmp_path, data_dir):
     """The baseline of the search-efficiency benchmark: uniform draws, every trial trained to its last round."""
     out = tmp_path / "run"
@@ -304,6 +306,7 @@ def session_processes(session: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, data_dir):
     out = tmp_path / "run"
     cache = tmp_path / "cache"
@@ -352,6 +355,7 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
     assert by_trial(pq.read_table(out / "trials.parquet").to_pylist()) == by_trial(trials)
 
 
+@pytest.mark.slow
 def test_a_trial_that_raises_is_retried_from_its_checkpoint(tmp_path, data_dir):
     out = tmp_path / "run"
     env = search_env(tmp_path / "cache", PRAM_TUNE_FAIL_AT_STEP=str(FIRST_EVAL))

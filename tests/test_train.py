@@ -78,6 +78,7 @@ def interrupt_at(step):
     return report
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(smoke_config, smoke_data, smoke_run, tmp_path):
     cut = replace(smoke_config, out_dir=str(tmp_path / "cut"))
     with pytest.raises(Interrupted):  # killed just after the checkpoint of step 40
@@ -90,6 +91,7 @@ def test_resume_reproduces_the_uninterrupted_run(smoke_config, smoke_data, smoke
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.slow
 def test_two_runs_with_one_seed_agree(smoke_config, smoke_data, smoke_run, tmp_path):
     again = train(replace(smoke_config, out_dir=str(tmp_path / "again")), smoke_data)
     assert again["history"][-1]["loss"] == smoke_run["history"][-1]["loss"]
@@ -101,6 +103,7 @@ def test_apc_none_has_no_consistency_terms(smoke_config, smoke_data, tmp_path):
     assert run["history"][-1]["src_c"] == 0 and run["history"][-1]["tgt_c"] == 0
 
 
+@pytest.mark.slow
 def test_multi_source_smoke_run(data_dir, tmp_path):
     config = preset("smoke", sources=("en", "es", "nl"), target="de", data_dir=str(data_dir),
                     cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "multi"), quiet=True)
@@ -116,6 +119,7 @@ def test_multi_source_smoke_run(data_dir, tmp_path):
     assert 0 <= last["bank_distance_en_es"] <= 2
 
 
+@pytest.mark.slow
 def test_cli_smoke_and_bad_input(data_dir, tmp_path):
     env_args = ["--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache")]
     ok = subprocess.run([sys.executable, "-m", "pram.cli", "train", "--smoke-test", "--max-steps", "20",
@@ -132,6 +136,7 @@ def test_cli_smoke_and_bad_input(data_dir, tmp_path):
     shutil.rmtree(tmp_path / "cli")
 
 
+@pytest.mark.slow
 def test_collapse_guard_fires_on_a_run_built_to_collapse(smoke_config, smoke_data, tmp_path):
     """Huge consistency weights from step 0 and no down-sampling drive every target prediction to O."""
     config = replace(smoke_config, out_dir=str(tmp_path / "collapse"), alpha=20.0, beta=20.0, beta_start=0.0,
@@ -171,6 +176,7 @@ def test_evaluate_and_predict_a_checkpoint(smoke_config, smoke_run, data_dir, tm
     assert "Traceback" not in missing.stderr
 
 
+@pytest.mark.slow
 def test_a_conll_model_scored_on_wikiann_uses_the_shared_labels(smoke_config, smoke_run, data_dir):
     """CoNLL has MISC and WikiAnn has not: scoring across them counts PER, ORG and LOC only, and says so."""
     checkpoint = f"{smoke_config.out_dir}/checkpoints/best-target-dev"
@@ -197,6 +203,7 @@ def test_source_sampling_balanced_or_proportional_to_the_official_train_counts()
         replace(balanced, source_sampling="uniform")
 
 
+@pytest.mark.slow
 def test_bf16_runs_the_model_in_bfloat16_and_keeps_losses_banks_and_weights_float32(smoke_config, smoke_data):
     """--precision bf16: the encoder's matrix products run in bf16; what is learnt and summed stays fp32. Three
     steps from the same weights and batches give the same losses as fp32 to within bf16's rounding."""
