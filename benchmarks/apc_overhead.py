@@ -33,7 +33,7 @@ def main() -> None:
 
     import torch
 
-    from pram.cli import quiet_libraries
+    from pram.logs import quiet_libraries
     from pram.config import preset
     from pram.inputs import prepare_data
     from pram.objective import Banks

@@ -23,7 +23,7 @@ from common import table, write_section
 def one(cache_dir: str, encoder: str) -> dict:
     started = time.perf_counter()
     from pram.batches import encode_dataset
-    from pram.cli import quiet_libraries
+    from pram.logs import quiet_libraries
     from pram.data.corpora import load_language
     from pram.encoder import load_tokenizer, resolve_encoder
 

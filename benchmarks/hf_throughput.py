@@ -87,7 +87,7 @@ def run_hf(args, group_by_length: bool) -> float:
 def one(args) -> dict:
     import torch
 
-    from pram.cli import quiet_libraries
+    from pram.logs import quiet_libraries
 
     quiet_libraries()
     torch.set_num_threads(args.threads)

@@ -81,7 +81,7 @@ def main() -> None:
 
     import torch
 
-    from pram.cli import quiet_libraries
+    from pram.logs import quiet_libraries
     from pram.data.corpora import LABELS
     from pram.encoder import load_tokenizer, resolve_encoder
     from pram.model import TokenClassifier

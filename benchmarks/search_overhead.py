@@ -39,8 +39,7 @@ def plain_loop(search_out: str) -> None:
 
     import pandas as pd
 
-    sys.path.insert(0, str(ROOT))
-    from pram.cli import quiet_libraries
+    from pram.logs import quiet_libraries
     from pram.inputs import prepare_data
     from pram.train import train
     from tune.run import base_config

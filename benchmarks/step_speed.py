@@ -90,7 +90,7 @@ def main() -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pram.cli import quiet_libraries
+    from pram.logs import quiet_libraries
     from pram.config import preset
     from pram.encoder import default_cache_dir
     from pram.inputs import prepare_data

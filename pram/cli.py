@@ -6,6 +6,7 @@
     pram evaluate CHECKPOINT ...           score a checkpoint on a labelled split
     pram predict CHECKPOINT FILE           tag a CoNLL file or plain text
     pram report RESULTS_DIR                dashboard.html and paper-tables.md of a search's results folder
+    pram search ...                        the same as `python tune/search.py ...` (Ray Tune, Optuna)
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from pathlib import Path
 
-from pram.config import DEFAULT_PRESET, PRESETS, TrainConfig, field_docs
+from pram.config import APC_SIDES, DEFAULT_PRESET, PRESETS, TrainConfig, field_docs
 from pram.errors import UserError
+from pram.logs import quiet_libraries
+from pram.settings import train_config
 
-CONLL_LANGS = ("en", "de", "es", "nl")
-DEFAULT_TARGET = {"conll": "de", "wikiann": "ar"}
+# TrainConfig fields the run's own flags (--dataset, --source, --out, ...) set, not one flag per field.
+SET_BY_NAME = {"dataset", "sources", "target", "eval_languages", "out_dir", "data_dir", "cache_dir"}
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -87,34 +91,13 @@ def _optional(kind):
 
 
 def train_config_from_args(args: argparse.Namespace):
-    """The TrainConfig an argparse namespace of `pram train` (or of a search) describes."""
-    from pram.config import preset
-    from pram.data.corpora import available_languages, resolve_data_dir
-
-    preset_name = "smoke" if getattr(args, "smoke_test", False) else args.preset
-    target = args.target or DEFAULT_TARGET[args.dataset]
-    if args.dataset == "conll":
-        langs = CONLL_LANGS
-    else:
-        langs = tuple(available_languages("wikiann", resolve_data_dir(args.data_dir)))
-    if args.mode == "multi":
-        sources = args.source or tuple(lang for lang in langs if lang != target)
-    else:
-        sources = args.source or ("en",)
-        if len(sources) > 1:
-            raise UserError(f"--mode single takes one source, got {','.join(sources)}: use --mode multi")
-    eval_languages = args.eval_languages
-    if eval_languages is None:
-        eval_languages = tuple(lang for lang in langs if lang != target and lang not in sources)
-    out_dir = args.out_dir or f"runs/{args.mode}-{args.dataset}-{'+'.join(sources)}-to-{target}-{preset_name}"
+    """The TrainConfig the parsed flags of `pram train` or `pram experiment` describe."""
+    preset_name = "smoke" if args.smoke_test else args.preset
     # Only the flags given (the others are absent from args): `--gamma none` is a value, not "not given".
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    overrides.update(dataset=args.dataset, sources=sources, target=target, eval_languages=eval_languages,
-                     out_dir=out_dir, data_dir=args.data_dir, cache_dir=args.cache_dir)
-    try:
-        return preset(preset_name, **overrides)
-    except ValueError as e:
-        raise UserError(f"pram train: {e}") from None
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if hasattr(args, f.name) and f.name not in SET_BY_NAME}
+    return train_config(args.dataset, args.mode, args.target, args.source, preset_name, args.eval_languages,
+                        args.out_dir, args.data_dir, args.cache_dir, **overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("file")
     pr.add_argument("--out", default=None, help="write here instead of stdout (token<TAB>tag, blank line between)")
 
+    sub.add_parser("search", add_help=False, help="search PRAM's settings with Ray Tune and Optuna: the same "
+                   "command as `python tune/search.py` (`pram search --help`)")
     rep = sub.add_parser(
         "report", help="write dashboard.html and paper-tables.md into a search's results folder",
         description="From the results folder of a search (tune/search.py, which runs this at its end), "
@@ -208,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
         final = train(config, resume=args.resume)
         return 0 if final else 1
     if args.command == "experiment":
-        from pram.experiment import experiment_command
         return experiment_command(args)
     if args.command == "evaluate":
         from pram.predict import evaluate_command
@@ -223,17 +207,58 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-def quiet_libraries() -> None:
-    """Our own progress bar and tables are the output; the libraries' per-call bars are noise."""
-    import datasets
-    import transformers
+def parse_arms(texts: list[str]) -> dict[str, dict]:
+    """`--arm NAME="--proto-space projection --tau 0.1"`: a variant named NAME, the run with those flags of
+    `pram train` (any TrainConfig field; --apc both unless it says otherwise)."""
+    import shlex
 
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+    parser = argparse.ArgumentParser(prog="--arm", add_help=False, exit_on_error=False)
+    add_config_flags(parser, skip=SET_BY_NAME | {"quiet", "seed"}, show_default=False)
+    arms = {}
+    for text in texts:
+        name, sep, flags = text.partition("=")
+        name = name.strip()
+        if not sep or not name or name in APC_SIDES:
+            raise UserError(f'--arm {text}: write NAME="FLAGS" with a new name, e.g. '
+                            'proj="--proto-space projection"')
+        try:
+            values = vars(parser.parse_args(shlex.split(flags)))
+            TrainConfig(**values)
+        except (argparse.ArgumentError, ValueError, SystemExit) as e:
+            raise UserError(f"--arm {text}: {e}") from None
+        arms[name] = {"apc": "both", **values}
+    return arms
+
+
+def experiment_command(args: argparse.Namespace) -> int:
+    import shlex
+
+    from pram.experiment import experiment
+
+    args.target = args.targets[0]
+    base = train_config_from_args(args)
+    command = "pram " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    arms = parse_arms(args.arm or [])
+    variants = {}
+    for v in args.variants:
+        if v not in arms and v not in APC_SIDES:
+            raise UserError(f"--variants {v}: not an APC side ({', '.join(APC_SIDES)}) nor an --arm name")
+        variants[v] = arms.get(v, {"apc": v})
+    experiment(base, variants, list(args.targets), [int(s) for s in args.seeds], args.parallel,
+               Path(args.runs_dir), Path(args.results), command)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["search"]:  # the search is tune/'s (Ray and Optuna); pram imports it only here
+        try:
+            from tune.search import main as search_main
+        except ImportError as e:
+            print(f"pram: error: pram search needs the tune package and Ray Tune ({e}): bash install.sh",
+                  file=sys.stderr)
+            return 2
+        return search_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command in ("train", "experiment", "evaluate", "predict", "report"):
         quiet_libraries()

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import statistics
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from multiprocessing import get_context
@@ -35,7 +33,7 @@ VARIANT_NAMES = {"both": "PRAM", "target": "w/o S-C (--apc target)", "source": "
 def _run_one(config: TrainConfig, threads: int) -> dict:
     import torch
 
-    from pram.cli import quiet_libraries
+    from pram.logs import quiet_libraries
     from pram.train import train
 
     quiet_libraries()
@@ -208,47 +206,3 @@ def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets
     write_diagnostics(rows, runs_dir, base, results_dir / "diagnostics.png")
     print((results_dir / "summary.md").read_text())
     return rows
-
-
-def parse_arms(texts: list[str]) -> dict[str, dict]:
-    """`--arm NAME="--proto-space projection --tau 0.1"`: a variant named NAME, the laptop run with those flags
-    of `pram train` (any TrainConfig field; --apc both unless it says otherwise)."""
-    import argparse
-
-    from pram.cli import add_config_flags
-    from pram.errors import UserError
-
-    parser = argparse.ArgumentParser(prog="--arm", add_help=False, exit_on_error=False)
-    add_config_flags(parser, skip={"dataset", "sources", "target", "eval_languages", "out_dir", "data_dir",
-                                   "cache_dir", "quiet", "seed"}, show_default=False)
-    arms = {}
-    for text in texts:
-        name, sep, flags = text.partition("=")
-        if not sep or not name.strip() or name.strip() in ("both", "source", "target", "none"):
-            raise UserError(f"--arm {text}: write NAME=\"FLAGS\" with a new name, e.g. "
-                            "proj=\"--proto-space projection\"")
-        try:
-            values = vars(parser.parse_args(shlex.split(flags)))
-            replace(TrainConfig(), **values)
-        except (argparse.ArgumentError, ValueError, SystemExit) as e:
-            raise UserError(f"--arm {text}: {e}") from None
-        arms[name.strip()] = {"apc": "both", **values}
-    return arms
-
-
-def experiment_command(args) -> int:
-    from pram.cli import train_config_from_args
-    from pram.errors import UserError
-
-    args.target = args.targets[0]
-    base = train_config_from_args(args)
-    command = "pram " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    arms = parse_arms(args.arm or [])
-    variants = {}
-    for v in args.variants:
-        if v not in arms and v not in ("both", "source", "target", "none"):
-            raise UserError(f"--variants {v}: not an APC side (both, source, target, none) nor an --arm name")
-        variants[v] = arms.get(v, {"apc": v})
-    experiment(base, variants, list(args.targets), [int(s) for s in args.seeds], args.parallel,
-               Path(args.runs_dir), Path(args.results), command)
-    return 0

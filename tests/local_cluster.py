@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 GPU_WORKER = {"num_cpus": 2, "num_gpus": 1, "resources": {"accelerator_type:A10G": 1}}
 CPU_WORKER = {"num_cpus": 2}  # room for trials by CPU count: only a GPU request keeps them off it

@@ -20,7 +20,6 @@ from ray.autoscaler._private.resource_demand_scheduler import _default_utilizati
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # for tune/, whose requests are checked against aws.yaml
 CLUSTERS = ROOT / "clusters"
 YAMLS = sorted(CLUSTERS.glob("*.yaml"))
 INSTALL_STEP = "bash install.sh --here"

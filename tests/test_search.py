@@ -21,13 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pram.config import PRESETS
+from searches import search_command, search_env
+from tune.space import PAPER_RANGES, Choice, Interval, make_sampler, parse_range, search_ranges, space_function
 
-from pram.config import PRESETS  # noqa: E402
-from searches import search_command, search_env  # noqa: E402
-from tune.space import PAPER_RANGES, Choice, Interval, make_sampler, parse_range  # noqa: E402
-from tune.space import search_ranges, space_function  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SMOKE_ROUNDS = PRESETS["smoke"]["max_steps"] // PRESETS["smoke"]["eval_every"]
 FIRST_EVAL = PRESETS["smoke"]["eval_every"]

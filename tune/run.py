@@ -4,7 +4,6 @@ then the results files and a summary. `search.py` turns the command line into th
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -17,9 +16,9 @@ import pyarrow.parquet as pq
 from optuna.trial import TrialState
 from rich.console import Console
 
-from pram.cli import CONLL_LANGS, train_config_from_args
 from pram.config import TrainConfig
 from pram.errors import UserError
+from pram.settings import targets_of, train_config
 from tune import results
 from tune.cluster import local_auth_token, ray_running
 from tune.space import SEARCHED, describe, search_ranges
@@ -30,21 +29,12 @@ RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}  # Tune's names of a trial's resources 
 
 def base_config(s, target: str) -> TrainConfig:
     """The preset's training config for one target, with the search's overrides (every trial starts here)."""
-    from pram.data.corpora import available_languages
-
-    langs = CONLL_LANGS if s.dataset == "conll" else tuple(available_languages("wikiann", s.data_dir))
-    # single-source: English is the source; multi-source: the corpus's other languages are
-    targets = [lang for lang in langs if s.mode == "multi" or lang != "en"]
+    targets = targets_of(s.dataset, s.mode, s.data_dir)
     if target not in targets:
         raise UserError(f"--targets: {target!r} is not a target of {s.dataset} in {s.mode}-source mode; "
                         f"choose from {','.join(targets)}")
-    args = argparse.Namespace(dataset=s.dataset, mode=s.mode, source=None, target=target, preset=s.preset,
-                              smoke_test=False, eval_languages=None, data_dir=s.data_dir,
-                              cache_dir=s.cache_dir, out_dir=str(Path(s.out) / "ray" / "work"), **s.train)
-    try:
-        config = train_config_from_args(args)
-    except UserError as e:  # a training setting given on the command line that TrainConfig refuses
-        raise UserError(str(e).removeprefix("pram train: ")) from None
+    config = train_config(s.dataset, s.mode, target, preset_name=s.preset, data_dir=s.data_dir,
+                          cache_dir=s.cache_dir, out_dir=str(Path(s.out) / "ray" / "work"), **s.train)
     return replace(config, selection=s.objective, seed=s.seed)
 
 

@@ -13,24 +13,17 @@ under <out>/ray/.
 
 from __future__ import annotations
 
+import argparse
+import json
+import signal
 import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-# `python tune/search.py` puts tune/ first on sys.path; the repository root is wanted instead, so that this
-# folder is the package `tune` (for the driver, Ray's workers and a restored Tuner alike).
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(ROOT))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-from dataclasses import dataclass, field, fields  # noqa: E402
-
-from pram.cli import add_config_flags  # noqa: E402
-from pram.config import PRESETS, TrainConfig  # noqa: E402
-from pram.errors import UserError  # noqa: E402
-from tune.space import SAMPLERS, SCHEDULERS, SEARCHABLE  # noqa: E402
+from pram.cli import add_config_flags
+from pram.config import PRESETS, TrainConfig
+from pram.errors import UserError
+from tune.space import SAMPLERS, SCHEDULERS, SEARCHABLE
 
 # What a search does by default with each preset. The laptop schedule is shorter than `pram train`'s laptop
 # preset, with a larger learning rate and shorter sentences: measured on 2 cores (me5-small, 1 thread a trial,
@@ -142,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--range", dest="ranges", action="append", default=[], metavar="NAME=SPEC",
                    help="replace or add a searched range: NAME=LOW:HIGH (uniform), NAME=A,B,C (a choice, "
                         "'none' allowed for gamma) or NAME=V (fixed). NAME: tau, lam, alpha, beta, gamma, "
-                        "beta_start, beta_ramp; e.g. --range tau=0.1:0.3 --range gamma=1.0,2.0 "
-                        "--range beta_start=0.2:0.6")
+                        "beta_start, beta_ramp, or as a choice of names proto_layers (last,mean4), proto_space "
+                        "(hidden,centered,projection), lam_weights (old,new); e.g. --range tau=0.02:0.3 "
+                        "--range gamma=1.0,2.0 --range proto_space=hidden,projection")
     p.add_argument("--no-prune-collapsed", dest="prune_collapsed", action="store_false",
                    help="keep training trials whose target predictions collapsed (by default they are "
                         "stopped once past the grace period, like ASHA's losers)")
