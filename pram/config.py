@@ -164,6 +164,10 @@ class TrainConfig:
         return cls(**values)
 
 
+# The settings a search may vary (tune/space.py): numbers, drawn from ranges, and names, drawn as a choice.
+SEARCHABLE = ("tau", "lam", "alpha", "beta", "gamma", "beta_start", "beta_ramp")
+CATEGORICAL = ("proto_layers", "proto_space", "lam_weights")
+
 PRESETS: dict[str, dict] = {
     # Seconds on a CPU: a random 2-layer BERT, a few hundred real sentences. For tests and --smoke-test.
     # A random model must learn its word embeddings: nothing is frozen.

@@ -21,13 +21,13 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from pram.config import SELECTIONS, TrainConfig
+from pram.files import write_atomically, write_parquet
 from pram.paper import ablation_by_variant
+from pram.results import VARIANT_NAMES
 
 # The paper's Table 5 (ablations, single source en, mBERT), variant -> language -> F1, from pram/paper.py.
 # w/o C is the BERT-f-like baseline.
 PAPER_TABLE5 = {dataset: ablation_by_variant(dataset) for dataset in ("conll", "wikiann")}
-VARIANT_NAMES = {"both": "PRAM", "target": "w/o S-C (--apc target)", "source": "w/o T-C (--apc source)",
-                 "none": "w/o C = BERT-f (--apc none)"}
 
 
 def _run_one(config: TrainConfig, threads: int) -> dict:
@@ -200,8 +200,8 @@ def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets
     order = list(dict.fromkeys([*(r["variant"] for r in earlier), *variants]))  # the earlier table's order first
     rows.sort(key=lambda r: (r["target"], order.index(r["variant"]), r["seed"], r["selection"], r["lang"]))
     results_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), table)
-    (results_dir / "summary.md").write_text(summary_markdown(rows, base.dataset, command))
+    write_parquet(table, pa.Table.from_pylist(rows))
+    write_atomically(results_dir / "summary.md", summary_markdown(rows, base.dataset, command))
     write_figure(rows, base.dataset, results_dir / "summary.png")
     write_diagnostics(rows, runs_dir, base, results_dir / "diagnostics.png")
     print((results_dir / "summary.md").read_text())

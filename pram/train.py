@@ -7,7 +7,6 @@ down-sampling, so a resumed run repeats exactly what an uninterrupted one would 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -22,6 +21,8 @@ from pram.checkpoint import load_checkpoint, optimizer_tensors, restore_optimize
 from pram.config import SELECTIONS, TrainConfig
 from pram.errors import UserError
 from pram.evaluate import evaluate
+from pram.files import write_json
+from pram.results import OBJECTIVE_METRICS
 from pram.inputs import TrainData, prepare_data
 from pram.losses import beta_weight, similarity_distribution
 from pram.model import TokenClassifier
@@ -206,7 +207,7 @@ def test_metrics(model, data: TrainData, config: TrainConfig, device: str) -> di
 
 
 def _selection_score(metrics: dict, selection: str) -> float:
-    return metrics["target_dev_f1" if selection == "target-dev" else "source_dev_f1"]
+    return metrics[OBJECTIVE_METRICS[selection]]
 
 
 def first_selectable_step(config: TrainConfig) -> int:
@@ -253,7 +254,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
         console.print(f"resumed from {ckpt_dir / 'last'} at step {state['step']}")
     out.mkdir(parents=True, exist_ok=True)
     run_info = {"config": config.to_dict(), "encoder_path": data.encoder_path, "label_names": data.label_names}
-    (out / "config.json").write_text(json.dumps(run_info, indent=1))
+    write_json(out / "config.json", run_info)
     if config.selection == "target-dev":
         console.print("[yellow]model selection on target dev: this uses target labels (the paper's protocol); "
                       "--selection source-dev is strictly zero-resource[/yellow]")
@@ -284,7 +285,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             improved = _record(state, metrics, config, model, ckpt_dir, run_info)
             state["history"].append(metrics)
             _save_last(ckpt_dir, model, optimizer, banks, state, run_info)
-            (out / "metrics.json").write_text(json.dumps({"history": state["history"]}, indent=1))
+            write_json(out / "metrics.json", {"history": state["history"]})
             bar.console.print(eval_table(metrics, config, improved))
             if metrics["collapse"]:
                 bar.console.print(f"[red]collapse: the model tags {100 * metrics['target_entity_share']:.1f}% "
@@ -345,7 +346,7 @@ def _finish(config, data, model, ckpt_dir, state, device, console, out, score_te
              "selection": config.selection, "test": selected[config.selection]["test"],
              "selected_by": selected, "history": state["history"],
              "collapsed": bool(state["history"] and state["history"][-1]["collapse"])}
-    (out / "metrics.json").write_text(json.dumps(final, indent=1))
+    write_json(out / "metrics.json", final)
     console.print(final_table(final, config))
     console.print(f"metrics: {out / 'metrics.json'}   checkpoint: {ckpt_dir / ('best-' + config.selection)}")
     return final

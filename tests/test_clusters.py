@@ -8,7 +8,6 @@ Ray 2.60 autoscaler uses to pick node types for waiting trials.
 
 import json
 import re
-import sys
 import tomllib
 from functools import partial
 from pathlib import Path

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pram.paper import paper_f1, variant_counterpart
+from pram.results import FINAL_VARIANTS, VARIANT_NAMES, find_final, mean_sd
 
 STATE_STYLE = {"RUNNING": "cyan", "TERMINATED": "green", "PRUNED": "yellow", "ERROR": "red", "PENDING": "dim",
                "PAUSED": "dim"}
@@ -158,17 +159,15 @@ def summary_table(best: dict, final: list[dict], counts: dict, dataset: str, mod
                   objective: str) -> Table:
     """The end of a run: test F1 of each target's final runs (PRAM, and the no-APC baseline where it ran)
     beside the paper's, and what the search did."""
-    variants = [v for v in ("both", "none") if any(r["variant"] == v for r in final)] or ["both"]
-    names = {"both": "PRAM", "none": "no APC"}
+    variants = [v for v in FINAL_VARIANTS if any(r["variant"] == v for r in final)] or ["both"]
     table = Table(title="test F1 of the best settings (entity-level micro, %; checkpoints chosen on "
                         f"{objective})", title_justify="left")
-    for name in ("target", "sources", *(f"{names[v]} here (mean ± sd)" for v in variants),
+    for name in ("target", "sources", *(f"{VARIANT_NAMES[v]} here (mean ± sd)" for v in variants),
                  *(f"paper {variant_counterpart(mode, v)}" for v in variants),
                  "trials done / pruned / failed", "best settings"):
         table.add_column(name, justify="right" if name.startswith(("PRAM", "no APC", "paper")) else "left")
     for target, entry in best.items():
-        here = [_mean_sd(next((r for r in final if (r["target"], r["variant"], r["selection"], r["lang"])
-                               == (target, v, objective, target)), None)) for v in variants]
+        here = [mean_sd(find_final(final, target, v, objective, target)) for v in variants]
         theirs = [f"{value:.2f}" if (value := paper_f1(dataset, mode, v, target)) is not None else
                   "not in the text" if mode == "multi" and v == "both" else "-" for v in variants]
         c = counts.get(target, {})
@@ -177,10 +176,3 @@ def summary_table(best: dict, final: list[dict], counts: dict, dataset: str, mod
         table.add_row(target, ",".join(entry.get("sources", [])), *here, *theirs,
                       f"{c.get('TERMINATED', 0)} / {c.get('PRUNED', 0)} / {c.get('ERROR', 0)}", settings)
     return table
-
-
-def _mean_sd(row: dict | None) -> str:
-    if row is None:
-        return "-"
-    return f"{row['f1_mean']:.2f}" + (f" ± {row['f1_std']:.2f}" if row["f1_std"] is not None else "") + \
-        f" (n={row['seeds']})"

@@ -9,43 +9,23 @@ final.parquet    per target, variant (PRAM, the no-APC baseline), selection rule
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pram.config import SELECTIONS
-from pram.dashboard.folder import search_strategy
+from pram.config import CATEGORICAL, SEARCHABLE, SELECTIONS
 from pram.paper import paper_f1, variant_counterpart
-from tune.space import CATEGORICAL, SEARCHABLE
+from pram.files import write_json, write_parquet
+from pram.results import FINAL_COLUMNS, FINAL_VARIANTS, VARIANT_NAMES, find_final, mean_sd, search_strategy
 
 # Tune's bookkeeping columns, left out of the tables (the trial's own numbers stay).
 TUNE_COLUMNS = {"date", "hostname", "node_ip", "pid", "timestamp", "time_since_restore", "time_this_iter_s",
                 "iterations_since_restore", "checkpoint_dir_name", "done", "trial_id", "should_checkpoint",
                 "experiment_tag", "config", "pruned", "final", "training_iteration", "starts"}
-BOOL_METRICS = {"collapse"}  # reported as 0/1 (Tune's CSV keeps numbers); stored as booleans
-
-TRIAL_COLUMNS = [  # the fixed part of trials.parquet; every metric of the last result follows as float64
-    ("target", pa.string()), ("optuna_trial", pa.int64()), ("trial_id", pa.string()), ("status", pa.string()),
-    ("stopped_round", pa.int64()), ("stopped_step", pa.int64()), ("objective", pa.float64()),
-    ("best_objective", pa.float64()), ("wall_s", pa.float64()), ("cpu_s", pa.float64()),
-    ("gpu_s", pa.float64()), ("restarts", pa.int64()), ("node_ip", pa.string()), ("node_id", pa.string()),
-    ("gpu_ids", pa.string()), *((name, pa.float64()) for name in SEARCHABLE),
-    *((name, pa.string()) for name in CATEGORICAL),
-]
-HISTORY_COLUMNS = [("target", pa.string()), ("optuna_trial", pa.int64()), ("trial_id", pa.string()),
-                   ("round", pa.int64()), ("step", pa.int64()), ("time_total_s", pa.float64())]
-FINAL_COLUMNS = [("target", pa.string()), ("variant", pa.string()), ("selection", pa.string()),
-                 ("lang", pa.string()), ("role", pa.string()), ("seeds", pa.int64()),
-                 ("f1_mean", pa.float64()), ("f1_std", pa.float64()), ("precision_mean", pa.float64()),
-                 ("recall_mean", pa.float64()), ("f1_per_seed", pa.list_(pa.float64())),
-                 ("checkpoints", pa.list_(pa.string())), ("paper_f1", pa.float64())]
-VARIANTS = {"both": "PRAM", "none": "no APC (--apc none)"}  # final-stage variants, in the order shown
-
+BOOL_METRICS = {"collapse", "selectable"}  # reported as 0/1 (Tune's CSV keeps numbers); stored as booleans
 
 @dataclass
 class FinalRun:
@@ -126,8 +106,7 @@ def write_table(path: Path, rows: list[dict], fixed: list[tuple[str, pa.DataType
         elif f.type == pa.bool_():
             values = [None if _float(v) is None else bool(v) for v in values]
         columns[f.name] = pa.array(values, type=f.type)
-    pq.write_table(pa.table(columns, schema=schema), path)
-    return path
+    return write_parquet(path, pa.table(columns, schema=schema))
 
 
 def final_rows(dataset: str, mode: str, finals: dict[str, list[FinalRun]],
@@ -138,7 +117,7 @@ def final_rows(dataset: str, mode: str, finals: dict[str, list[FinalRun]],
         langs = sorted({k.removeprefix("test_f1_") for r in runs for k in r.metrics
                         if k.startswith("test_f1_") and "_by_" not in k},
                        key=lambda lang: (lang != target, lang))
-        for variant in [v for v in VARIANTS if any(r.variant == v for r in runs)]:
+        for variant in [v for v in FINAL_VARIANTS if any(r.variant == v for r in runs)]:
             seeds = sorted((r for r in runs if r.variant == variant), key=lambda r: r.seed)
             for selection in SELECTIONS:
                 for lang in langs:
@@ -167,20 +146,17 @@ def _over_seeds(runs: list[FinalRun], lang: str, selection: str) -> dict | None:
 
 
 def write_final(path: Path, rows: list[dict]) -> Path:
-    schema = pa.schema(FINAL_COLUMNS)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
-    return path
+    return write_parquet(path, pa.Table.from_pylist(rows, schema=pa.schema(FINAL_COLUMNS)))
 
 
 def write_best(path: Path, best: dict) -> Path:
-    path.write_text(json.dumps(best, indent=1) + "\n")
-    return path
+    return write_json(path, best)
 
 
 def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str, dict[str, int]]) -> str:
     """A short report: test F1 per target next to the paper's, the chosen settings, what the search did."""
     mode, objective = run["mode"], run["objective"]
-    variants = [v for v in VARIANTS if any(r["variant"] == v for r in final)] or ["both"]
+    variants = [v for v in FINAL_VARIANTS if any(r["variant"] == v for r in final)] or ["both"]
     baseline = ", and the same seeds, steps and data without APC (`--apc none`)" if "none" in variants else ""
     about = (f"Encoder `{run['encoder']}`; the paper used mBERT, so the numbers are not directly comparable. "
              f"Settings chosen on {objective} F1, trials {search_strategy(run)}; each target's best settings "
@@ -189,12 +165,12 @@ def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str,
              "standard deviation. Charts: `dashboard.html`; the paper's tables beside ours: "
              "`paper-tables.md`.")
     lines = [f"# PRAM search: {run['dataset']}, {mode}-source, preset {run['preset']}", "", about, "",
-             "| target | sources | " + " | ".join(f"{VARIANTS[v]} here" for v in variants) + " | "
+             "| target | sources | " + " | ".join(f"{VARIANT_NAMES[v]} here" for v in variants) + " | "
              + " | ".join(f"paper {variant_counterpart(mode, v)}" for v in variants)
              + " | trials (complete / pruned / error) | best settings |",
              "|---|---|" + "---|" * (2 * len(variants)) + "---|---|"]
     for target, entry in best.items():
-        here = [_cell(_find(final, target, v, objective, target)) for v in variants]
+        here = [mean_sd(find_final(final, target, v, objective, target)) for v in variants]
         paper = [_paper_cell(run, v, target) for v in variants]
         c = counts.get(target, {})
         trials = f"{c.get('TERMINATED', 0)} / {c.get('PRUNED', 0)} / {c.get('ERROR', 0)}"
@@ -203,18 +179,6 @@ def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str,
                      + f" | {trials} | {settings} |")
     lines += _selection_lines(final, variants) + _other_lines(final, variants, objective)
     return "\n".join(lines) + "\n"
-
-
-def _find(final: list[dict], target: str, variant: str, selection: str, lang: str) -> dict | None:
-    return next((r for r in final if (r["target"], r["variant"], r["selection"], r["lang"])
-                 == (target, variant, selection, lang)), None)
-
-
-def _cell(row: dict | None, seeds: bool = True) -> str:
-    if row is None:
-        return "-"
-    sd = f" ± {row['f1_std']:.2f}" if row["f1_std"] is not None else ""
-    return f"{row['f1_mean']:.2f}{sd}" + (f" (n={row['seeds']})" if seeds else "")
 
 
 def _paper_cell(run: dict, variant: str, target: str) -> str:
@@ -236,8 +200,8 @@ def _selection_lines(final: list[dict], variants: list[str]) -> list[str]:
              "|---|---|" + "---|" * len(SELECTIONS)]
     for target in targets:
         for v in variants:
-            cells = [_cell(_find(final, target, v, s, target), seeds=False) for s in SELECTIONS]
-            lines.append(f"| {target} | {VARIANTS[v]} | " + " | ".join(cells) + " |")
+            cells = [mean_sd(find_final(final, target, v, s, target), seeds=False) for s in SELECTIONS]
+            lines.append(f"| {target} | {VARIANT_NAMES[v]} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -247,10 +211,10 @@ def _other_lines(final: list[dict], variants: list[str], objective: str) -> list
     if not others:
         return []
     lines = ["", "Other test sets of the final models (sources and zero-shot languages):", "",
-             "| target | language | role | " + " | ".join(VARIANTS[v] for v in variants) + " |",
+             "| target | language | role | " + " | ".join(VARIANT_NAMES[v] for v in variants) + " |",
              "|---|---|---|" + "---|" * len(variants)]
     for r in others:
-        cells = [_cell(_find(final, r["target"], v, objective, r["lang"]), seeds=False) for v in variants]
+        cells = [mean_sd(find_final(final, r["target"], v, objective, r["lang"]), seeds=False) for v in variants]
         lines.append(f"| {r['target']} | {r['lang']} | {r['role']} | " + " | ".join(cells) + " |")
     return lines
 

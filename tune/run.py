@@ -4,7 +4,6 @@ then the results files and a summary. `search.py` turns the command line into th
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -18,6 +17,8 @@ from rich.console import Console
 
 from pram.config import TrainConfig
 from pram.errors import UserError
+from pram.files import write_atomically, write_json
+from pram.results import HISTORY_COLUMNS, RUN, SUMMARY, TRIAL_COLUMNS
 from pram.settings import targets_of, train_config
 from tune import results
 from tune.cluster import local_auth_token, ray_running
@@ -72,7 +73,7 @@ def run_search(s, resume: bool) -> int:
     if not s.address:
         local_auth_token(out)
     if not resume:
-        (out / "run.json").write_text(json.dumps(asdict(s), indent=1) + "\n")
+        write_json(out / RUN, asdict(s))
     # Ctrl+C ends the driver at once (Tune's handler would let it go on to the next stage); --resume goes on.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     # The live view replaces Tune's reporter (Ray 2.60's new one prints its banner even with verbose=0), and
@@ -207,8 +208,8 @@ def best_entry(study: optuna.Study, base: TrainConfig, s) -> dict:
 def write_results(s, out: Path, records, best, finals, bases) -> None:
     base_values = {t: {name: getattr(b, name) for name in SEARCHED} for t, b in bases.items()}
     results.write_table(out / "trials.parquet", results.trial_rows(records, s.metric, base_values),
-                        results.TRIAL_COLUMNS)
-    results.write_table(out / "history.parquet", results.history_rows(records), results.HISTORY_COLUMNS)
+                        TRIAL_COLUMNS)
+    results.write_table(out / "history.parquet", results.history_rows(records), HISTORY_COLUMNS)
     roles = {t: {lang: ("target" if lang == t else "source" if lang in b.sources else "zero-shot")
                  for lang in (t, *b.sources, *b.eval_languages)} for t, b in bases.items()}
     final = results.final_rows(s.dataset, s.mode, finals, roles)
@@ -216,7 +217,7 @@ def write_results(s, out: Path, records, best, finals, bases) -> None:
     counts = {t: Counter(r.status for r in records if r.target == t) for t in s.targets}
     encoder = next(iter(bases.values())).encoder
     run = {**asdict(s), "encoder": encoder}
-    (out / "summary.md").write_text(results.summary_markdown(run, best, final, counts))
+    write_atomically(out / SUMMARY, results.summary_markdown(run, best, final, counts))
 
 
 def print_end(s, out: Path, best: dict, console: Console) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from pram.cli import add_config_flags
 from pram.config import PRESETS, TrainConfig
 from pram.errors import UserError
+from pram.results import OBJECTIVE_METRICS
 from tune.space import SAMPLERS, SCHEDULERS, SEARCHABLE
 
 # What a search does by default with each preset. The laptop schedule is shorter than `pram train`'s laptop
@@ -36,7 +37,6 @@ SEARCH_DEFAULTS = {
     "paper": dict(num_samples=40, max_concurrent=None, final_seeds=5, train={}),
 }
 DEFAULT_TARGETS = {"conll": ("de", "es", "nl"), "wikiann": ("ar", "hi", "zh")}
-OBJECTIVES = {"target-dev": "target_dev_f1", "source-dev": "source_dev_f1"}
 # TrainConfig fields a search sets itself, not offered as flags.
 NOT_FLAGS = {"dataset", "sources", "target", "eval_languages", "data_dir", "cache_dir", "out_dir", "quiet",
              "threads", "selection", "seed"}
@@ -74,7 +74,7 @@ class Settings:
 
     @property
     def metric(self) -> str:
-        return OBJECTIVES[self.objective]
+        return OBJECTIVE_METRICS[self.objective]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None,
                    help="where Tune keeps trial results and checkpoints: a folder, or s3://... / gs://... "
                         "that every node reaches (default: <out>/ray/experiments)")
-    p.add_argument("--objective", choices=tuple(OBJECTIVES), default="target-dev",
+    p.add_argument("--objective", choices=tuple(OBJECTIVE_METRICS), default="target-dev",
                    help="what the search maximises and the checkpoint is chosen on: target-dev F1 (the "
                         "paper's protocol; uses target labels) or source-dev F1 (strictly zero-resource)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the search's trials")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import optuna
 
-from pram.config import TrainConfig
+from pram.config import CATEGORICAL, SEARCHABLE, TrainConfig
 from pram.errors import UserError
 
 
@@ -47,12 +47,10 @@ PAPER_RANGES: dict[str, dict[str, Range]] = {
                 "beta": Interval(1.0, 3.0), "gamma": Choice((1.0, 1.5, 2.0))},
 }
 
-# Numeric settings a --range may name: the paper's five, and the target-term schedule (a choice beyond the
-# paper). A wider temperature than the paper's is one --range away: tau=0.02:0.3.
-SEARCHABLE = ("tau", "lam", "alpha", "beta", "gamma", "beta_start", "beta_ramp")
-# Settings of the representation q is computed on (beyond the paper), searched as a choice of names:
+# Numeric settings a --range may name (SEARCHABLE): the paper's five, and the target-term schedule (a choice
+# beyond the paper); a wider temperature than the paper's is one --range away: tau=0.02:0.3. Settings of the
+# representation q is computed on (CATEGORICAL, beyond the paper) are searched as a choice of names:
 # --range proto_space=hidden,centered,projection.
-CATEGORICAL = ("proto_layers", "proto_space", "lam_weights")
 SEARCHED = SEARCHABLE + CATEGORICAL
 
 

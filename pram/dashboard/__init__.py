@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pram.dashboard import sections
-from pram.dashboard.folder import read_folder, write_atomically
+from pram.files import write_atomically
+from pram.results import DASHBOARD, PAPER_TABLES, read_folder
 from pram.dashboard.page import Page
 from pram.dashboard.tables import paper_tables_markdown
 from pram.errors import UserError
@@ -33,8 +34,8 @@ def build_report(results_dir: str | Path, tsne_per_class: int = TSNE_PER_CLASS, 
     sections.diagnostics(page, folder)
     sections.settings(page, folder)
     sections.representations(page, folder, tsne_per_class, data_dir, threads)
-    return [write_atomically(folder.path / "dashboard.html", page.html()),
-            write_atomically(folder.path / "paper-tables.md", paper_tables_markdown(folder))]
+    return [write_atomically(folder.path / DASHBOARD, page.html()),
+            write_atomically(folder.path / PAPER_TABLES, paper_tables_markdown(folder))]
 
 
 def report_command(results_dir: str, tsne_per_class: int, data_dir: str | None, threads: int) -> int:

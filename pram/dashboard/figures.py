@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from pram.config import SELECTIONS
-from pram.dashboard.folder import SearchFolder
+from pram.config import CATEGORICAL, SELECTIONS
+from pram.results import VARIANT_NAMES, SearchFolder
 from pram.paper import PAPER_ENCODER, main_table, tables
 
 SYMBOLS = {"tau": "τ", "lam": "λ", "alpha": "α", "beta": "β", "gamma": "γ", "beta_start": "β start",
            "beta_ramp": "β ramp"}
-CATEGORICAL = ("proto_layers", "proto_space", "lam_weights")  # searched as names (tune/space.py)
-VARIANT_NAMES = {"both": "PRAM", "none": "no APC (--apc none)"}
 SELECTION_NAMES = {"target-dev": "chosen on target dev", "source-dev": "chosen on source dev"}
 END_MARKERS = {"TERMINATED": ("circle", "finished"), "PRUNED": ("x", "stopped by ASHA"),
                "ERROR": ("square-open", "failed")}

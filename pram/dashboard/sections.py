@@ -4,7 +4,7 @@ trials learnt, which settings mattered, and what the representations look like."
 from __future__ import annotations
 
 from pram.dashboard import figures
-from pram.dashboard.folder import SearchFolder, search_strategy
+from pram.results import VARIANT_NAMES, SearchFolder, mean_sd, search_strategy
 from pram.dashboard.page import Page
 from pram.paper import PAPER_ENCODER, paper_f1, variant_counterpart
 
@@ -28,7 +28,7 @@ def results(page: Page, folder: SearchFolder) -> None:
     run, objective = folder.run, folder.run.get("objective", "target-dev")
     variants = folder.variants() or ["both"]
     header = ["target", "sources", "Optuna trial", "state", f"best {objective} F1", *SYMBOLS,
-              *(f"{figures.VARIANT_NAMES[v]} test F1 here" for v in variants),
+              *(f"{VARIANT_NAMES[v]} test F1 here" for v in variants),
               *(f"paper {variant_counterpart(run['mode'], v)} ({PAPER_ENCODER})" for v in variants)]
     rows = []
     for target in folder.targets:
@@ -36,7 +36,7 @@ def results(page: Page, folder: SearchFolder) -> None:
         config = entry.get("config", {})
         rows.append([target, ",".join(entry.get("sources", [])), entry.get("optuna_trial"),
                      entry.get("state"), entry.get("value"), *(config.get(p) for p in PARAMS),
-                     *(_mean_sd(folder.final_row(target, v, objective, target)) for v in variants),
+                     *(mean_sd(folder.final_row(target, v, objective, target)) for v in variants),
                      *(paper_f1(run["dataset"], run["mode"], v, target) for v in variants)])
     page.table(header, rows)
     if not folder.final:
@@ -146,10 +146,3 @@ def representations(page: Page, folder: SearchFolder, per_class: int, data_dir: 
             page.figure(fig)
         if note:
             page.note(note)
-
-
-def _mean_sd(row: dict | None) -> str:
-    if row is None:
-        return "-"
-    return f"{row['f1_mean']:.2f}" + (f" ± {row['f1_std']:.2f}" if row["f1_std"] is not None else "") + \
-        f" (n={row['seeds']})"

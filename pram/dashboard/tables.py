@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from pram.dashboard.folder import SearchFolder
+from pram.results import SearchFolder, mean_sd
 from pram.paper import PAPER_ENCODER, TABLES, VARIANT_METHODS, PaperTable
 
 OURS = {"both": "PRAM", "none": "no APC (`--apc none`)"}
@@ -49,7 +49,7 @@ def _our_rows(table: PaperTable, folder: SearchFolder) -> list[tuple[str, list[s
     objective = folder.run.get("objective", "target-dev")
     if table.number == "6":  # English test F1: `en` is a model trained on English alone (ours: no APC)
         return [(f"{'en' if v == 'none' else 'en-' + t} ({OURS[v]}, model for {t})",
-                 [_mean_sd(folder.final_row(t, v, objective, "en"))])
+                 [mean_sd(folder.final_row(t, v, objective, "en"), seeds=False)])
                 for t in folder.targets for v in folder.variants() if folder.final_row(t, v, objective, "en")]
     rows = []
     for variant in folder.variants():
@@ -59,11 +59,5 @@ def _our_rows(table: PaperTable, folder: SearchFolder) -> list[tuple[str, list[s
         if any(found.values()):
             means = [r["f1_mean"] for r in found.values() if r]
             average = f"{statistics.fmean(means):.2f}" if len(means) == len(found) else "-"
-            rows.append((name, [_mean_sd(found[c]) if c != "Avg." else average for c in table.columns]))
+            rows.append((name, [mean_sd(found[c], seeds=False) if c != "Avg." else average for c in table.columns]))
     return rows
-
-
-def _mean_sd(row: dict | None) -> str:
-    if row is None:
-        return "-"
-    return f"{row['f1_mean']:.2f}" + (f" ± {row['f1_std']:.2f}" if row["f1_std"] is not None else "")

@@ -18,13 +18,12 @@ import torch
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from pram.dashboard.folder import SearchFolder
+from pram.results import VARIANT_NAMES, SearchFolder
 from pram.errors import UserError
 
 SAMPLE_SEED = 0
 BATCH = 32
 SIDES = {"source": "circle", "target": "triangle-up"}  # the paper's ● and ▲
-VARIANT_TITLES = {"none": "no APC (--apc none, the BERT-f-like baseline)", "both": "PRAM"}
 
 
 @dataclass
@@ -57,13 +56,13 @@ def tsne_figure(folder: SearchFolder, target: str, per_class: int, data_dir: str
                 threads: int = 1) -> tuple[go.Figure | None, str]:
     """The picture for one target (None where no model is at hand), and a note of what is missing."""
     found = {v: checkpoint_path(folder, target, v) for v in ("none", "both")}
-    missing = "; ".join(f"{VARIANT_TITLES[v]}: {p}" for v, p in found.items() if isinstance(p, str))
+    missing = "; ".join(f"{VARIANT_NAMES[v]}: {p}" for v, p in found.items() if isinstance(p, str))
     paths = {v: p for v, p in found.items() if isinstance(p, Path)}
     if not paths:
         return None, f"No t-SNE picture for target {target}. {missing}."
     try:
         with limited_threads(threads):
-            samples = {VARIANT_TITLES[v]: sample_model(p, per_class, data_dir) for v, p in paths.items()}
+            samples = {VARIANT_NAMES[v]: sample_model(p, per_class, data_dir) for v, p in paths.items()}
     except (UserError, OSError) as e:
         return None, f"No t-SNE picture for target {target}: {e}"
     return _figure(target, samples, per_class), (f"Not shown: {missing}." if missing else "")

@@ -1,4 +1,6 @@
-"""A search's results folder as `pram report` reads it (the files tune/search.py writes; results/README.md).
+"""The one owner of a search's results folder (results/README.md lists its files): their names, the Parquet
+schemas, the metric each objective maximises, the variants' names, the final-row lookup, the mean ± sd of a
+final row, and the atomic write. tune/ writes through it; the dashboard and `pram report` read through it.
 
 Only the files are read, never Ray: a folder committed to git without its `ray/` still makes a page.
 """
@@ -6,15 +8,53 @@ Only the files are read, never Ray: a folder committed to git without its `ray/`
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
+from pram.config import CATEGORICAL, SEARCHABLE
 from pram.errors import UserError, at
 
-REQUIRED = ("run.json", "best.json", "trials.parquet", "history.parquet")
+RUN, BEST, TRIALS, HISTORY, FINAL = "run.json", "best.json", "trials.parquet", "history.parquet", "final.parquet"
+SUMMARY, OPTUNA_DB, DASHBOARD, PAPER_TABLES = "summary.md", "optuna.db", "dashboard.html", "paper-tables.md"
+REQUIRED = (RUN, BEST, TRIALS, HISTORY)
 OBJECTIVE_METRICS = {"target-dev": "target_dev_f1", "source-dev": "source_dev_f1"}
+"""The metric a search maximises (and a run selects on) for each --objective / --selection."""
+VARIANT_NAMES = {"both": "PRAM", "target": "w/o S-C (--apc target)", "source": "w/o T-C (--apc source)",
+                 "none": "no APC (--apc none)"}
+"""What a table calls each --apc variant; the final stage of a search runs `both` and `none`, in this order."""
+FINAL_VARIANTS = ("both", "none")
+
+TRIAL_COLUMNS = [  # the fixed part of trials.parquet; every metric of the last result follows as float64
+    ("target", pa.string()), ("optuna_trial", pa.int64()), ("trial_id", pa.string()), ("status", pa.string()),
+    ("stopped_round", pa.int64()), ("stopped_step", pa.int64()), ("objective", pa.float64()),
+    ("best_objective", pa.float64()), ("wall_s", pa.float64()), ("cpu_s", pa.float64()),
+    ("gpu_s", pa.float64()), ("restarts", pa.int64()), ("node_ip", pa.string()), ("node_id", pa.string()),
+    ("gpu_ids", pa.string()), *((name, pa.float64()) for name in SEARCHABLE),
+    *((name, pa.string()) for name in CATEGORICAL),
+]
+HISTORY_COLUMNS = [("target", pa.string()), ("optuna_trial", pa.int64()), ("trial_id", pa.string()),
+                   ("round", pa.int64()), ("step", pa.int64()), ("time_total_s", pa.float64())]
+FINAL_COLUMNS = [("target", pa.string()), ("variant", pa.string()), ("selection", pa.string()),
+                 ("lang", pa.string()), ("role", pa.string()), ("seeds", pa.int64()),
+                 ("f1_mean", pa.float64()), ("f1_std", pa.float64()), ("precision_mean", pa.float64()),
+                 ("recall_mean", pa.float64()), ("f1_per_seed", pa.list_(pa.float64())),
+                 ("checkpoints", pa.list_(pa.string())), ("paper_f1", pa.float64())]
+
+
+def find_final(rows: list[dict], target: str, variant: str, selection: str, lang: str) -> dict | None:
+    """The final.parquet row of one target, variant, selection rule and test language, or None."""
+    return next((r for r in rows if (r["target"], r["variant"], r["selection"], r["lang"])
+                 == (target, variant, selection, lang)), None)
+
+
+def mean_sd(row: dict | None, seeds: bool = True) -> str:
+    """A final row's test F1 as `mean ± sd (n=seeds)`; `-` for none, no ± with one seed."""
+    if row is None:
+        return "-"
+    sd = f" ± {row['f1_std']:.2f}" if row.get("f1_std") is not None else ""
+    return f"{row['f1_mean']:.2f}{sd}" + (f" (n={row['seeds']})" if seeds else "")
 
 
 @dataclass
@@ -46,17 +86,16 @@ class SearchFolder:
 
     @property
     def optuna_db(self) -> Path | None:
-        db = self.path / "optuna.db"
+        db = self.path / OPTUNA_DB
         return db if db.is_file() else None
 
     def final_row(self, target: str, variant: str, selection: str, lang: str) -> dict | None:
-        return next((r for r in self.final if (r["target"], r["variant"], r["selection"], r["lang"])
-                     == (target, variant, selection, lang)), None)
+        return find_final(self.final, target, variant, selection, lang)
 
     def variants(self) -> list[str]:
         """The final stage's variants, PRAM first."""
         found = {r["variant"] for r in self.final}
-        return [v for v in ("both", "none") if v in found] + sorted(found - {"both", "none"})
+        return [v for v in FINAL_VARIANTS if v in found] + sorted(found - set(FINAL_VARIANTS))
 
 
 def search_strategy(run: dict) -> str:
@@ -79,17 +118,17 @@ def read_folder(path: str | Path) -> SearchFolder:
     if missing:
         raise UserError(f"{at(path)}: not the results folder of a search (no {', '.join(missing)}): pass a "
                         "folder that tune/search.py wrote, e.g. results/conll-multi-laptop")
-    run, best = _json(path / "run.json"), _json(path / "best.json")
+    run, best = _json(path / RUN), _json(path / BEST)
     lacking = [key for key in ("dataset", "mode", "targets", "objective") if key not in run]
     if lacking:
-        raise UserError(f"{at(path / 'run.json')}: no {', '.join(lacking)}: not the settings of a search by "
+        raise UserError(f"{at(path / RUN)}: no {', '.join(lacking)}: not the settings of a search by "
                         "tune/search.py")
-    final = _parquet(path / "final.parquet") if (path / "final.parquet").is_file() else []
+    final = _parquet(path / FINAL) if (path / FINAL).is_file() else []
     for row in final:
         row.setdefault("variant", "both")
         row.setdefault("selection", run.get("objective", "target-dev"))
         row.setdefault("checkpoints", None)
-    trials, history = _parquet(path / "trials.parquet"), _parquet(path / "history.parquet")
+    trials, history = _parquet(path / TRIALS), _parquet(path / HISTORY)
     return SearchFolder(path, run, best, trials, history, final)
 
 
@@ -105,7 +144,6 @@ def _json(path: Path) -> dict:
 
 
 def _parquet(path: Path) -> list[dict]:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -113,17 +151,3 @@ def _parquet(path: Path) -> list[dict]:
     except (OSError, pa.ArrowException) as e:
         raise UserError(f"{at(path)}: not a readable Parquet file ({e}): the search that wrote it may have "
                         "been cut off; `tune/search.py --resume` writes it again") from None
-
-
-def write_atomically(path: Path, text: str) -> Path:
-    """Write a temporary file beside `path`, then rename it: a reader sees the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the page is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -1,0 +1,39 @@
+"""Files written in place: a reader (or a crash) sees the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+
+
+def write_atomically(path: Path, content: str | bytes) -> Path:
+    """Write a temporary file beside `path`, then rename it: a reader sees the old file or the new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode("utf-8") if isinstance(content, str) else content)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the page is meant to be read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_parquet(path: Path, table: pa.Table) -> Path:
+    """A Parquet file written atomically (through a temporary file beside it)."""
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return write_atomically(path, sink.getvalue().to_pybytes())
+
+
+def write_json(path: Path, value) -> Path:
+    """JSON, indented for a reader, written atomically."""
+    return write_atomically(path, json.dumps(value, indent=1) + "\n")
