@@ -55,7 +55,7 @@ def main() -> None:
         for apc, run in runs.items():
             config, model, optimizer, banks, times = run
             started = time.perf_counter()
-            run[3], _ = train_step(model, optimizer, banks, data, config, step, "cpu")
+            run[3], _, _ = train_step(model, optimizer, banks, data, config, step, "cpu")
             if step >= args.warmup:
                 times.append(time.perf_counter() - started)
         print(f"step {step}: " + ", ".join(f"{a} {r[4][-1]:.2f}s" for a, r in runs.items() if r[4]), flush=True)

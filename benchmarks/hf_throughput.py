@@ -47,7 +47,7 @@ def run_pram(args) -> float:
     banks = Banks.empty(1, len(data.label_names), model.encoder.config.hidden_size)
     started = time.perf_counter()
     for step in range(args.steps):
-        banks, _ = train_step(model, optimizer, banks, data, config, step, "cpu")
+        banks, _, _ = train_step(model, optimizer, banks, data, config, step, "cpu")
     return time.perf_counter() - started
 
 

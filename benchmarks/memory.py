@@ -39,7 +39,7 @@ def one(sources: tuple[str, ...], batch_size: int, steps: int, encoder: str) -> 
     before = peak_mib()
     started = time.perf_counter()
     for step in range(steps):
-        banks, _ = train_step(model, optimizer, banks, data, config, step, "cpu")
+        banks, _, _ = train_step(model, optimizer, banks, data, config, step, "cpu")
     return {"sources": "+".join(sources), "batch_size": batch_size, "steps": steps, "peak_before_mib": before,
             "peak_mib": peak_mib(), "s_per_step": (time.perf_counter() - started) / steps}
 

@@ -122,7 +122,7 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()
-        runs[precision][3], _ = train_step(model, optimizer, banks, data, config, index, device)
+        runs[precision][3], _, _ = train_step(model, optimizer, banks, data, config, index, device)
         if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - started

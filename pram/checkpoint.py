@@ -75,3 +75,21 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
         idx, key = name.split(".", 1)
         state.setdefault(int(idx), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_last(ckpt_dir: Path, model, optimizer: torch.optim.Optimizer, banks, state: dict, run_info: dict) -> None:
+    """`last`: everything a resumed run needs (trainable weights, optimiser moments, prototype banks, state)."""
+    tensors, optim_meta = optimizer_tensors(optimizer)
+    tensors.update(banks.tensors())
+    save_checkpoint(Path(ckpt_dir) / "last", model.trainable_state_dict(),
+                    {**run_info, **state, "optimizer": optim_meta}, tensors)
+
+
+def restore_last(ckpt_dir: Path, model, optimizer: torch.optim.Optimizer, device: str):
+    """Load `last` into model and optimizer; return (state, banks) to continue from."""
+    from pram.objective import Banks
+
+    weights, state, tensors = load_checkpoint(Path(ckpt_dir) / "last")
+    model.load_state_dict(weights, strict=False)
+    restore_optimizer(optimizer, tensors, state.pop("optimizer"))
+    return state, Banks.from_tensors(tensors, device)

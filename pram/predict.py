@@ -22,7 +22,7 @@ from pram.encoder import load_tokenizer
 from pram.errors import UserError, at
 from pram.evaluate import evaluate, predict
 from pram.model import TokenClassifier
-from pram.train import pick_device
+from pram.device import pick_device
 
 
 def load_trained(checkpoint: str | Path, device: str = "cpu"):

@@ -1,7 +1,9 @@
-"""Tables a person reads in the terminal: one per evaluation, one at the end of a run."""
+"""What a training run shows a person in the terminal: a progress bar, a table per evaluation, one at the end."""
 
 from __future__ import annotations
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pram.config import SELECTIONS, TrainConfig
@@ -40,3 +42,38 @@ def final_table(final: dict, config: TrainConfig) -> Table:
         name = selection + (" (kept)" if selection == config.selection else "")
         table.add_row(name, str(kept["step"]), *(f"{kept['test'][lang]['f1']:.2f}" for lang in langs))
     return table
+
+
+class TrainingDisplay:
+    """The progress bar of a run and what it prints at each evaluation (nothing with config.quiet)."""
+
+    def __init__(self, config: TrainConfig, console: Console, completed: int):
+        self.config, self.console, self.completed = config, console, completed
+
+    def __enter__(self) -> "TrainingDisplay":
+        if self.config.selection == "target-dev":
+            self.console.print("[yellow]model selection on target dev: this uses target labels (the paper's "
+                               "protocol); --selection source-dev is strictly zero-resource[/yellow]")
+        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                            console=self.console, disable=self.config.quiet)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("train", total=self.config.max_steps, completed=self.completed, info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def step(self, terms: dict) -> None:
+        self.bar.update(self.task, advance=1, info=f"loss {terms['loss']:.3f}")
+
+    def evaluation(self, metrics: dict, improved: bool, source_entity_share: float) -> None:
+        self.bar.console.print(eval_table(metrics, self.config, improved))
+        if metrics["collapse"]:
+            self.bar.console.print(f"[red]collapse: the model tags {100 * metrics['target_entity_share']:.1f}% "
+                                   f"of {self.config.target} tokens as entities, against "
+                                   f"{100 * source_entity_share:.1f}% of source tokens[/red]")
+
+    def early_stop(self) -> None:
+        self.bar.console.print(f"early stop: no better {self.config.selection} F1 in {self.config.patience} "
+                               "evaluations")
