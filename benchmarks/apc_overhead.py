@@ -33,9 +33,9 @@ def main() -> None:
 
     import torch
 
-    from pram.logs import quiet_libraries
     from pram.config import preset
     from pram.inputs import prepare_data
+    from pram.logs import quiet_libraries
     from pram.objective import Banks
     from pram.train import build_model, train_step
 
@@ -52,7 +52,7 @@ def main() -> None:
         banks = Banks.empty(1, len(data.label_names), model.encoder.config.hidden_size)
         runs[apc] = [config, model, optimizer, banks, []]
     for step in range(args.warmup + args.steps):
-        for apc, run in runs.items():
+        for run in runs.values():
             config, model, optimizer, banks, times = run
             started = time.perf_counter()
             run[3], _, _ = train_step(model, optimizer, banks, data, config, step, "cpu")

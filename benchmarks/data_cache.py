@@ -2,7 +2,8 @@
 
     python benchmarks/data_cache.py [--repeats 3]
 
-Each load runs in a fresh process (the tokenizer loaded first and timed apart) with an empty cache folder for the first and the filled one after: reading the
+Each load runs in a fresh process (the tokenizer loaded first and timed apart) with an empty cache folder for the
+first and the filled one after: reading the
 original file (parsing, IOB1 to BIO, Arrow) and tokenising it, then the same calls served from the Arrow cache
 and from `datasets`' cache of the tokenised split. Reports the median seconds of each and the ratio.
 """
@@ -23,9 +24,9 @@ from common import table, write_section
 def one(cache_dir: str, encoder: str) -> dict:
     started = time.perf_counter()
     from pram.batches import encode_dataset
-    from pram.logs import quiet_libraries
     from pram.data.corpora import load_language
     from pram.encoder import load_tokenizer, resolve_encoder
+    from pram.logs import quiet_libraries
 
     quiet_libraries()
     imported = time.perf_counter()

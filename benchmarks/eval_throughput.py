@@ -28,10 +28,10 @@ def main() -> None:
     from transformers import AutoModelForTokenClassification, pipeline
 
     from pram.batches import encode_dataset
-    from pram.logs import quiet_libraries
     from pram.data.corpora import LABELS, load_language
     from pram.encoder import load_tokenizer, resolve_encoder
     from pram.evaluate import evaluate
+    from pram.logs import quiet_libraries
     from pram.model import TokenClassifier
 
     quiet_libraries()

@@ -6,8 +6,8 @@ Same encoder, same tokenised CoNLL-2003 English training sentences (labels on fi
 same batch size, learning rate and number of steps, the same layers trained on both sides (the paper's: embeddings
 and the bottom 3 layers frozen), on CPU. The HuggingFace
 side is `AutoModelForTokenClassification` + `DataCollatorForTokenClassification` + `Trainer` with its defaults
-(random batches padded to their longest sentence), and once more grouping batches by length (`train_sampling_strategy="group_by_length"`, transformers 5's
-spelling of `group_by_length=True`). pram's side is
+(random batches padded to their longest sentence), and once more grouping batches by length
+(`train_sampling_strategy="group_by_length"`, transformers 5's spelling of `group_by_length=True`). pram's side is
 its training loop (`train_step`, length-grouped batches with dynamic padding). Each side runs in its own process,
 one after the other; the clock runs over the training steps (`Trainer.train()`, pram's loop), not the
 loading of data and model. Reports sentences per second and the ratio.
@@ -117,16 +117,17 @@ def main() -> None:
             sys.exit(f"{side} failed:\n{done.stderr[-3000:]}")
         results[side] = json.loads(done.stdout.strip().splitlines()[-1])
         print(results[side], flush=True)
-    names = {"hf": "HF `Trainer` (run_ner.py recipe, defaults)", "hf-grouped": "HF `Trainer`, batches grouped by length",
-             "pram": "`pram train --apc none` loop"}
+    names = {"hf": "HF `Trainer` (run_ner.py recipe, defaults)",
+             "hf-grouped": "HF `Trainer`, batches grouped by length", "pram": "`pram train --apc none` loop"}
     base = results["hf"]["sentences_per_s"]
     rows = [[names[s], f"{r['seconds']:.1f}", f"{r['sentences_per_s']:.1f}", f"{r['sentences_per_s'] / base:.2f}"]
             for s, r in results.items()]
     body = table(["side", "seconds (the steps)", "sentences/s", "ratio to HF defaults"], rows)
     ratio = results["pram"]["sentences_per_s"] / base
-    body += (f"\n\n{args.steps} steps of {args.batch_size} CoNLL-2003 English training sentences, embeddings and the bottom 3 "
-             f"layers frozen on both sides, "
-             f"AdamW at the laptop preset's learning rate. pram trains **{ratio:.2f}x** as many sentences per second as "
+    body += (f"\n\n{args.steps} steps of {args.batch_size} CoNLL-2003 English training sentences, embeddings "
+             f"and the bottom 3 layers frozen on both sides, "
+             f"AdamW at the laptop preset's learning rate. pram trains **{ratio:.2f}x** as many sentences per "
+             f"second as "
              f"the HuggingFace recipe with its defaults (target: at least 1.3x). The gain is padding: pram draws "
              f"batches of similar length, the default `Trainer` pads random batches to their longest sentence.")
     write_section("hf-throughput", "Training throughput against the HuggingFace Trainer", body, args.threads)

@@ -23,9 +23,9 @@ from common import peak_mib, table, write_section
 def one(sources: tuple[str, ...], batch_size: int, steps: int, encoder: str) -> dict:
     import torch
 
-    from pram.logs import quiet_libraries
     from pram.config import preset
     from pram.inputs import prepare_data
+    from pram.logs import quiet_libraries
     from pram.objective import Banks
     from pram.train import build_model, train_step
 

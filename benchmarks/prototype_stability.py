@@ -81,9 +81,9 @@ def main() -> None:
 
     import torch
 
-    from pram.logs import quiet_libraries
     from pram.data.corpora import LABELS
     from pram.encoder import load_tokenizer, resolve_encoder
+    from pram.logs import quiet_libraries
     from pram.model import TokenClassifier
     from pram.predict import load_trained
 

@@ -15,6 +15,7 @@ Overhead is arm 1 over arm 2; the concurrency speed-up is arm 3's training steps
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -39,8 +40,8 @@ def plain_loop(search_out: str) -> None:
 
     import pandas as pd
 
-    from pram.logs import quiet_libraries
     from pram.inputs import prepare_data
+    from pram.logs import quiet_libraries
     from pram.train import train
     from tune.run import base_config
     from tune.search import build_parser, settings_from_args
@@ -61,10 +62,8 @@ def plain_loop(search_out: str) -> None:
                 if pruned and metrics["step"] >= stop:
                     raise Stop
 
-            try:
+            with contextlib.suppress(Stop):
                 train(config, data, report=report)
-            except Stop:
-                pass
 
 
 def timed(argv: list[str]) -> float:

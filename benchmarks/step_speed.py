@@ -90,10 +90,10 @@ def main() -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pram.logs import quiet_libraries
     from pram.config import preset
     from pram.encoder import default_cache_dir
     from pram.inputs import prepare_data
+    from pram.logs import quiet_libraries
     from pram.objective import Banks
     from pram.train import build_model, pick_device, train_step
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import itertools
 from dataclasses import dataclass
 
 APC_SIDES = ("both", "source", "target", "none")
@@ -158,7 +159,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
         return cls(**values)
@@ -172,8 +173,8 @@ PRESETS: dict[str, dict] = {
     # Seconds on a CPU: a random 2-layer BERT, a few hundred real sentences. For tests and --smoke-test.
     # A random model must learn its word embeddings: nothing is frozen.
     "smoke": dict(encoder="tiny", batch_size=8, max_steps=60, eval_every=20, train_sentences=200,
-                  eval_sentences=40, test_sentences=40, lr=3e-3, max_length=64, frozen_layers=0, freeze_embeddings=False,
-                  beta_start=1 / 3),
+                  eval_sentences=40, test_sentences=40, lr=3e-3, max_length=64, frozen_layers=0,
+                  freeze_embeddings=False, beta_start=1 / 3),
     # Minutes on a 2-core laptop: the offline multilingual encoder, short schedule, larger learning rate.
     # Dev sets are cut to their first 1,000 sentences for speed; test sets are whole.
     "laptop": dict(encoder="me5-small", batch_size=16, max_steps=400, eval_every=100, lr=5e-5,
@@ -198,7 +199,7 @@ def field_docs() -> dict[str, str]:
     """The docstring under each field of TrainConfig (for --help), read from the source with `ast`."""
     body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
     docs = {}
-    for stmt, nxt in zip(body, body[1:]):
+    for stmt, nxt in itertools.pairwise(body):
         if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
             docs[stmt.target.id] = " ".join(str(nxt.value.value).split())
     return docs

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from pram.errors import UserError
-from pram.paths import default_cache_dir  # noqa: F401 (re-exported)
+from pram.paths import default_cache_dir
 
 ME5_SMALL = "me5-small"
 _OFFLINE_HELP = "use --encoder me5-small (offline) or a local HuggingFace folder"
@@ -213,7 +213,7 @@ def check_encoder_folder(folder: Path, sentences: list[str] | None = None) -> Fo
         expected = {k: tuple(v.shape) for k, v in AutoModel.from_config(config, add_pooling_layer=False)
                     .state_dict().items()}
     with safe_open(folder / "model.safetensors", "pt") as f:
-        found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     found = {k.removeprefix("bert."): v for k, v in found.items()
              if not k.startswith(("pooler.", "bert.pooler."))}
     missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())

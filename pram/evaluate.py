@@ -6,8 +6,8 @@ Scoring functions are small and pure; `predict` is the only one that runs the mo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from seqeval.metrics import classification_report

@@ -51,8 +51,8 @@ def experiment_figure(rows: list[dict], names: dict[str, str], paper: dict[str, 
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("test F1 (mean ± std over seeds)")
     axes[0].legend(fontsize=8, loc="lower left")
-    fig.suptitle(f"{title}\n◆ the paper's Table 5 (mBERT, 20,000 steps, batch 128, each language its own target), same colour as its variant",
-                 fontsize=10)
+    fig.suptitle(f"{title}\n◆ the paper's Table 5 (mBERT, 20,000 steps, batch 128, each language its own target), "
+                 "same colour as its variant", fontsize=10)
     fig.tight_layout()
     partial = path.with_name(path.name + ".partial.png")
     fig.savefig(partial, dpi=110)
@@ -82,8 +82,8 @@ def diagnostics_figure(histories: dict[str, list[list[dict]]], names: dict[str, 
 
     fig, axes = plt.subplots(1, len(DIAGNOSTIC_PANELS), figsize=(5 * len(DIAGNOSTIC_PANELS), 3.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for colour, (variant, runs) in zip(colours, histories.items()):
-        runs = [[_with_ratios(h) for h in run] for run in runs if run and "q_entropy_target" in run[-1]]
+    for colour, (variant, found) in zip(colours, histories.items()):
+        runs = [[_with_ratios(h) for h in run] for run in found if run and "q_entropy_target" in run[-1]]
         if not runs:
             continue
         steps = [h["step"] for h in runs[0]]

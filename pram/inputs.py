@@ -12,7 +12,7 @@ from pathlib import Path
 from pram.batches import encode_dataset
 from pram.config import TrainConfig
 from pram.data.corpora import LABELS, load_language
-from pram.encoder import build_tiny_encoder, load_tokenizer, resolve_encoder, default_cache_dir
+from pram.encoder import build_tiny_encoder, default_cache_dir, load_tokenizer, resolve_encoder
 
 
 @dataclass

@@ -36,7 +36,7 @@ class TokenClassifier(nn.Module):
     @classmethod
     def from_encoder(cls, name_or_path: str, num_labels: int, frozen_layers: int = 3,
                      freeze_embeddings: bool = True, proto_layers: str = "last",
-                     proto_dim: int | None = None) -> "TokenClassifier":
+                     proto_dim: int | None = None) -> TokenClassifier:
         encoder = load_encoder(name_or_path, add_pooling_layer=False)
         model = cls(encoder, num_labels, dropout=encoder.config.hidden_dropout_prob, proto_layers=proto_layers,
                     proto_dim=proto_dim)
@@ -44,7 +44,7 @@ class TokenClassifier(nn.Module):
         return model
 
     @classmethod
-    def from_config(cls, name_or_path: str, num_labels: int, config) -> "TokenClassifier":
+    def from_config(cls, name_or_path: str, num_labels: int, config) -> TokenClassifier:
         """The model a TrainConfig describes (its frozen layers and prototype representation)."""
         return cls.from_encoder(name_or_path, num_labels, config.frozen_layers, config.freeze_embeddings,
                                 config.proto_layers, config.proto_dim if config.proto_space == "projection" else None)

@@ -10,8 +10,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pram.losses import (apc_loss, batch_class_means, downsample_non_entities, masked_mean, old_weight,
-                         update_center, update_prototypes)
+from pram.losses import (
+    apc_loss,
+    batch_class_means,
+    downsample_non_entities,
+    masked_mean,
+    old_weight,
+    update_center,
+    update_prototypes,
+)
 
 
 @dataclass(frozen=True)
@@ -28,13 +35,13 @@ class Banks:
             object.__setattr__(self, "center", torch.zeros_like(self.prototypes[:, 0]))
 
     @classmethod
-    def empty(cls, n_sources: int, num_classes: int, hidden: int, device="cpu") -> "Banks":
+    def empty(cls, n_sources: int, num_classes: int, hidden: int, device="cpu") -> Banks:
         return cls(torch.zeros(n_sources, num_classes, hidden, device=device),
                    torch.zeros(n_sources, num_classes, dtype=torch.bool, device=device),
                    torch.zeros(n_sources, dtype=torch.long, device=device),
                    torch.zeros(n_sources, hidden, device=device))
 
-    def updated(self, i: int, h: torch.Tensor, labels: torch.Tensor, lam: float) -> "Banks":
+    def updated(self, i: int, h: torch.Tensor, labels: torch.Tensor, lam: float) -> Banks:
         """A copy with bank i moved toward this batch's class means (Eq. 4-5), and its center toward the batch
         mean of every token; the other banks untouched. lam is the weight on the old values."""
         means, counts = batch_class_means(h.detach(), labels, self.prototypes.shape[1])
@@ -53,7 +60,7 @@ class Banks:
                 "banks.center": self.center}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], device="cpu") -> "Banks":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], device="cpu") -> Banks:
         center = tensors.get("banks.center")
         return cls(tensors["banks.prototypes"].to(device), tensors["banks.known"].to(device),
                    tensors["banks.updates"].to(device), None if center is None else center.to(device))

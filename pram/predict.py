@@ -18,11 +18,11 @@ from pram.config import TrainConfig
 from pram.data.corpora import load_language
 from pram.data.labels import shared_label_set
 from pram.data.readers import read_file
+from pram.device import pick_device
 from pram.encoder import load_tokenizer
 from pram.errors import UserError, at
 from pram.evaluate import evaluate, predict
 from pram.model import TokenClassifier
-from pram.device import pick_device
 
 
 def load_trained(checkpoint: str | Path, device: str = "cpu"):

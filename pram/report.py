@@ -50,7 +50,7 @@ class TrainingDisplay:
     def __init__(self, config: TrainConfig, console: Console, completed: int):
         self.config, self.console, self.completed = config, console, completed
 
-    def __enter__(self) -> "TrainingDisplay":
+    def __enter__(self) -> TrainingDisplay:
         if self.config.selection == "target-dev":
             self.console.print("[yellow]model selection on target dev: this uses target labels (the paper's "
                                "protocol); --selection source-dev is strictly zero-resource[/yellow]")

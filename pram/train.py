@@ -9,8 +9,8 @@ measures is in `metrics.py`, which weights it keeps in `selection.py`, what it p
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from rich.console import Console

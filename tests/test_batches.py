@@ -9,8 +9,16 @@ import torch
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from pram.batches import (IGNORE, align, batch_at, collate, encode_dataset, encode_sentence, eval_batches,
-                          length_grouped_batches)
+from pram.batches import (
+    IGNORE,
+    align,
+    batch_at,
+    collate,
+    encode_dataset,
+    encode_sentence,
+    eval_batches,
+    length_grouped_batches,
+)
 from pram.encoder import build_tiny_encoder, load_tokenizer, write_me5_tokenizer
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -8,11 +8,11 @@ Ray 2.60 autoscaler uses to pick node types for waiting trials.
 
 import json
 import re
-import tomllib
 from functools import partial
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from ray.autoscaler._private.node_provider_availability_tracker import NodeAvailabilitySummary
 from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer, get_nodes_for

@@ -12,8 +12,15 @@ import torch
 from safetensors.numpy import load_file
 from transformers import AutoModel, AutoModelForTokenClassification, AutoTokenizer
 
-from pram.encoder import (build_tiny_encoder, check_encoder_folder, dequantize_q4_0, encoder_build_command,
-                          hf_name, load_tokenizer, resolve_encoder)
+from pram.encoder import (
+    build_tiny_encoder,
+    check_encoder_folder,
+    dequantize_q4_0,
+    encoder_build_command,
+    hf_name,
+    load_tokenizer,
+    resolve_encoder,
+)
 from pram.errors import UserError
 
 
@@ -125,7 +132,7 @@ def test_check_catches_a_config_that_does_not_fit(me5, tmp_path):
     config = json.loads(Path(me5, "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 13, "hidden_size": 768}))
     (broken / "model.safetensors").symlink_to(Path(me5, "model.safetensors"))
-    with pytest.raises(UserError, match="do not fit config.json"):
+    with pytest.raises(UserError, match=r"do not fit config\.json"):
         check_encoder_folder(broken)
 
 
@@ -141,7 +148,7 @@ def test_resolve_names_and_folders(tmp_path):
     assert resolve_encoder("bert-base-multilingual-cased") == "bert-base-multilingual-cased"
     with pytest.raises(UserError, match="does not exist"):
         resolve_encoder(str(tmp_path / "nowhere"))
-    with pytest.raises(UserError, match="no config.json"):
+    with pytest.raises(UserError, match=r"no config\.json"):
         resolve_encoder(str(tmp_path))
 
 

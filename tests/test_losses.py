@@ -5,8 +5,16 @@ import math
 import pytest
 import torch
 
-from pram.losses import (apc_loss, batch_class_means, beta_weight, downsample_non_entities, js_divergence,
-                         old_weight, similarity_distribution, update_prototypes)
+from pram.losses import (
+    apc_loss,
+    batch_class_means,
+    beta_weight,
+    downsample_non_entities,
+    js_divergence,
+    old_weight,
+    similarity_distribution,
+    update_prototypes,
+)
 from pram.objective import Banks, Weights, pram_objective
 
 
@@ -139,9 +147,9 @@ def test_one_source_bank_is_the_single_source_objective():
     src = (torch.randn(6, 4), torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2]))
     tgt = (torch.randn(5, 4), torch.randn(5, 3))
     w = Weights(0.2, 0.9, 1.0, 1.0, None)
-    one, terms_one, _ = pram_objective([src], tgt, Banks.empty(1, 3, 4), w)
+    _one, terms_one, _ = pram_objective([src], tgt, Banks.empty(1, 3, 4), w)
     # Two identical sources: each term doubles, L_sup (a mean over all source tokens) stays.
-    two, terms_two, _ = pram_objective([src, src], tgt, Banks.empty(2, 3, 4), w)
+    _two, terms_two, _ = pram_objective([src, src], tgt, Banks.empty(2, 3, 4), w)
     assert terms_two["sup"] == pytest.approx(terms_one["sup"], abs=1e-6)
     assert terms_two["src_c"] == pytest.approx(2 * terms_one["src_c"], abs=1e-6)
     assert terms_two["tgt_c"] == pytest.approx(2 * terms_one["tgt_c"], abs=1e-6)

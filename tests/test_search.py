@@ -20,9 +20,9 @@ import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from searches import search_command, search_env
 
 from pram.config import PRESETS
-from searches import search_command, search_env
 from tune.space import PAPER_RANGES, Choice, Interval, make_sampler, parse_range, search_ranges, space_function
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_a_killed_search_leaves_no_optuna_trial_running():
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, data_dir, extra, message):
     run = subprocess.run([sys.executable, "tune/search.py", "--dataset", "conll", "--mode", "multi",
                           "--data-dir", str(data_dir), "--out", str(tmp_path / "run"), *extra],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+                         cwd=ROOT, capture_output=True, text=True, check=False, timeout=60)
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
     assert message in run.stderr
@@ -155,7 +155,7 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, data_dir, extra, m
 
 def test_help_explains_every_flag():
     run = subprocess.run([sys.executable, "tune/search.py", "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+                         text=True, check=False, timeout=60)
     assert run.returncode == 0
     for flag in ("--dataset", "--mode", "--targets", "--preset", "--num-samples", "--max-concurrent",
                  "--cpus-per-trial", "--gpus-per-trial", "--address", "--storage", "--objective", "--seed",
@@ -272,7 +272,8 @@ def test_random_search_without_early_stopping_trains_every_trial_to_the_end(tmp_
     out = tmp_path / "run"
     run = subprocess.run(search_command(out, data_dir, "--num-samples", "3", "--final-seeds", "0",
                                         "--sampler", "random", "--scheduler", "fifo"),
-                         cwd=ROOT, env=search_env(tmp_path / "cache"), capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, env=search_env(tmp_path / "cache"), capture_output=True, text=True, check=False,
+                         timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     trials = sorted(pq.read_table(out / "trials.parquet").to_pylist(), key=lambda t: t["optuna_trial"])
     assert [(t["status"], t["stopped_round"]) for t in trials] == [("TERMINATED", SMOKE_ROUNDS)] * 3
@@ -328,7 +329,7 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
     assert not (out / "trials.parquet").exists()
 
     run = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(cache),
-                         capture_output=True, text=True, timeout=240)
+                         capture_output=True, text=True, check=False, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     frozen = study_trials(out)
     assert len(frozen) == 4
@@ -345,7 +346,7 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
 
     # A finished search resumed again (its deleted checkpoints are not needed) changes nothing.
     again = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(cache),
-                           capture_output=True, text=True, timeout=240)
+                           capture_output=True, text=True, check=False, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     def by_trial(rows):
         return sorted(rows, key=lambda t: t["optuna_trial"])

@@ -17,8 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from pram.config import CATEGORICAL, SEARCHABLE, SELECTIONS
-from pram.paper import paper_f1, variant_counterpart
 from pram.files import write_json, write_parquet
+from pram.paper import paper_f1, variant_counterpart
 from pram.results import FINAL_COLUMNS, FINAL_VARIANTS, VARIANT_NAMES, find_final, mean_sd, search_strategy
 
 # Tune's bookkeeping columns, left out of the tables (the trial's own numbers stay).

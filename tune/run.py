@@ -162,7 +162,7 @@ def write_report(out: Path, console: Console) -> None:
 
     try:
         build_report(out)
-    except Exception as e:  # noqa: BLE001 - the search's results stand without the page
+    except Exception as e:
         console.print(f"[red]dashboard not written[/red] ({type(e).__name__}: {e}); `pram report {out}` "
                       "tries again and shows the traceback", soft_wrap=True)
 

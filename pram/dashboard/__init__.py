@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pram.dashboard import sections
-from pram.files import write_atomically
-from pram.results import DASHBOARD, PAPER_TABLES, read_folder
 from pram.dashboard.page import Page
 from pram.dashboard.tables import paper_tables_markdown
 from pram.errors import UserError
+from pram.files import write_atomically
+from pram.results import DASHBOARD, PAPER_TABLES, read_folder
 
 TSNE_PER_CLASS = 40
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from pram.config import CATEGORICAL, SELECTIONS
-from pram.results import VARIANT_NAMES, SearchFolder
 from pram.paper import PAPER_ENCODER, main_table, tables
+from pram.results import VARIANT_NAMES, SearchFolder
 
 SYMBOLS = {"tau": "τ", "lam": "λ", "alpha": "α", "beta": "β", "gamma": "γ", "beta_start": "β start",
            "beta_ramp": "β ramp"}

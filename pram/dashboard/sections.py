@@ -4,9 +4,9 @@ trials learnt, which settings mattered, and what the representations look like."
 from __future__ import annotations
 
 from pram.dashboard import figures
-from pram.results import VARIANT_NAMES, SearchFolder, mean_sd, search_strategy
 from pram.dashboard.page import Page
 from pram.paper import PAPER_ENCODER, paper_f1, variant_counterpart
+from pram.results import VARIANT_NAMES, SearchFolder, mean_sd, search_strategy
 
 PARAMS = ("tau", "lam", "alpha", "beta", "gamma")
 SYMBOLS = [figures.SYMBOLS[p] for p in PARAMS]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import statistics
 
-from pram.results import SearchFolder, mean_sd
 from pram.paper import PAPER_ENCODER, TABLES, VARIANT_METHODS, PaperTable
+from pram.results import SearchFolder, mean_sd
 
 OURS = {"both": "PRAM", "none": "no APC (`--apc none`)"}
 

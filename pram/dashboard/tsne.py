@@ -18,8 +18,8 @@ import torch
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from pram.results import VARIANT_NAMES, SearchFolder
 from pram.errors import UserError
+from pram.results import VARIANT_NAMES, SearchFolder
 
 SAMPLE_SEED = 0
 BATCH = 32

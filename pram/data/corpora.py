@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from pram.data.readers import Sentence, read_file
 from pram.errors import UserError, at
-from pram.paths import default_cache_dir  # noqa: F401 (re-exported)
+from pram.paths import default_cache_dir
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict

@@ -46,10 +46,9 @@ def repair_bio(tags: list[str] | tuple[str, ...]) -> list[str]:
     """IOB1 to BIO: an I-X that does not continue an entity of type X starts one, so it becomes B-X."""
     repaired, previous = [], "O"
     for tag in tags:
-        if tag.startswith("I-") and previous[2:] != tag[2:]:  # previous is O, or of another type
-            tag = "B-" + tag[2:]
-        repaired.append(tag)
-        previous = tag
+        fixed = "B-" + tag[2:] if tag.startswith("I-") and previous[2:] != tag[2:] else tag  # previous: O or other type
+        repaired.append(fixed)
+        previous = fixed
     return repaired
 
 
