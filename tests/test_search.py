@@ -173,13 +173,24 @@ def columns(path: Path) -> dict[str, pa.DataType]:
     return {f.name: f.type for f in pq.read_schema(path)}
 
 
+@pytest.fixture(scope="module")
+def searched(smoke_search) -> Path:
+    """The shared smoke search's results folder, once it has exited 0."""
+    assert smoke_search.run.returncode == 0, smoke_search.run.stderr[-3000:]
+    return smoke_search.out
+
+
 @pytest.mark.slow
-def test_smoke_search_end_to_end_writes_every_result(smoke_search):
+def test_the_smoke_search_exits_0_and_names_its_dashboards(smoke_search):
     out, run = smoke_search.out, smoke_search.run
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1" in run.stderr
     assert "tensorboard --logdir" in run.stderr
 
+
+@pytest.mark.slow
+def test_trials_parquet_holds_every_trial_with_its_settings_and_how_it_ended(searched):
+    out = searched
     trials = pq.read_table(out / "trials.parquet").to_pylist()
     assert len(trials) == 4
     schema = columns(out / "trials.parquet")
@@ -202,6 +213,11 @@ def test_smoke_search_end_to_end_writes_every_result(smoke_search):
         assert t["wall_s"] > 0 and t["cpu_s"] > 0 and t["gpu_s"] == 0 and t["restarts"] == 0
         assert t["objective"] == t["target_dev_f1"]
 
+
+@pytest.mark.slow
+def test_history_parquet_holds_every_evaluation_of_every_trial(searched):
+    out = searched
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
     history = pq.read_table(out / "history.parquet").to_pylist()
     assert len(history) == sum(t["stopped_round"] for t in trials)
     schema = columns(out / "history.parquet")
@@ -213,6 +229,11 @@ def test_smoke_search_end_to_end_writes_every_result(smoke_search):
         if h["round"] == next(t for t in trials if t["optuna_trial"] == h["optuna_trial"])["stopped_round"]:
             assert h["target_dev_f1"] == last[h["optuna_trial"]]
 
+
+@pytest.mark.slow
+def test_optuna_records_every_trial_as_tune_ended_it(searched):
+    out = searched
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
     # Optuna: one study per target, every trial finished, early stops PRUNED with their value at the stop.
     states = {t.number: t for t in study_trials(out)}
     for t in trials:
@@ -221,11 +242,20 @@ def test_smoke_search_end_to_end_writes_every_result(smoke_search):
         assert frozen.value == pytest.approx(t["objective"])
         assert len(frozen.intermediate_values) == t["stopped_round"]
 
+
+@pytest.mark.slow
+def test_best_json_is_the_best_finished_trial(searched):
+    out = searched
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
     best = json.loads((out / "best.json").read_text())
     assert best["de"]["value"] == max(t["objective"] for t in trials if t["status"] == "TERMINATED")
     assert best["de"]["sources"] == ["en", "es", "nl"] and set(best["de"]["config"]) == {
         "tau", "lam", "alpha", "beta", "gamma"}
 
+
+@pytest.mark.slow
+def test_final_parquet_holds_pram_and_the_baseline_per_rule_and_language(searched):
+    out = searched
     final = pq.read_table(out / "final.parquet").to_pylist()
     assert columns(out / "final.parquet") == {
         "target": pa.string(), "variant": pa.string(), "selection": pa.string(), "lang": pa.string(),
@@ -249,10 +279,19 @@ def test_smoke_search_end_to_end_writes_every_result(smoke_search):
             assert (out / kept / "model.safetensors").is_file()
     assert {r["checkpoints"][0].split("/")[3].split("-seed-")[0] for r in final} == {"pram", "no-apc"}
 
+
+@pytest.mark.slow
+def test_summary_md_sets_the_search_beside_the_paper(searched):
+    out = searched
     summary = (out / "summary.md").read_text()
     assert "| de | en,es,nl |" in summary and "missing from the paper's text" in summary
     assert "not directly comparable" in summary
     assert "| de | PRAM | " in summary and "| de | no APC (--apc none) | " in summary  # the selection table
+
+
+@pytest.mark.slow
+def test_rays_files_stay_in_the_folder_and_spent_checkpoints_are_gone(searched):
+    out = searched
     # Ray's own files stay in the run's folder. Once the final stage has retrained the best settings, the
     # search trials' checkpoints are deleted, and each final run keeps only its chosen weights (not last/).
     assert (out / "ray" / "tmp").is_dir() and (out / "ray" / "experiments" / "search-de").is_dir()
