@@ -5,6 +5,7 @@
     pram train ...                         train PRAM (single- or multi-source)
     pram evaluate CHECKPOINT ...           score a checkpoint on a labelled split
     pram predict CHECKPOINT FILE           tag a CoNLL file or plain text
+    pram export CHECKPOINT OUT             a checkpoint as a HuggingFace token-classification folder
     pram report RESULTS_DIR                dashboard.html and paper-tables.md of a search's results folder
     pram search ...                        the same as `python tune/search.py ...` (Ray Tune, Optuna)
 """
@@ -147,11 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--cache-dir", default=None)
     ev.add_argument("--json", action="store_true")
+    ev.add_argument("--encoder", default=None, metavar="FOLDER",
+                    help="base encoder to load the checkpoint onto (default: the one it was trained on; another "
+                         "is refused)")
 
     pr = sub.add_parser("predict", help="tag a CoNLL file or plain text (one sentence per line)")
     pr.add_argument("checkpoint")
     pr.add_argument("file")
     pr.add_argument("--out", default=None, help="write here instead of stdout (token<TAB>tag, blank line between)")
+    pr.add_argument("--encoder", default=None, metavar="FOLDER",
+                    help="base encoder to load the checkpoint onto (default: the one it was trained on)")
+    xp = sub.add_parser("export", help="a checkpoint as a HuggingFace token-classification folder",
+                        description="Write OUT: config.json (id2label, label2id), the tokenizer files, "
+                                    "model.safetensors of the whole model (frozen layers included, so the folder "
+                                    "stands alone) and a model card, loadable offline by "
+                                    "AutoModelForTokenClassification and pipeline('token-classification').")
+    xp.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/<run>/checkpoints/best-target-dev")
+    xp.add_argument("out", help="the folder to write (must not exist yet)")
+    xp.add_argument("--encoder", default=None, metavar="FOLDER",
+                    help="base encoder the checkpoint applies to (default: the one it was trained on)")
 
     sub.add_parser("search", add_help=False, help="search PRAM's settings with Ray Tune and Optuna: the same "
                    "command as `python tune/search.py` (`pram search --help`)")
@@ -197,10 +212,13 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from pram.predict import evaluate_command
         return evaluate_command(args.checkpoint, args.dataset, args.lang, args.split, args.data_dir,
-                                args.cache_dir, args.json)
+                                args.cache_dir, args.json, args.encoder)
     if args.command == "predict":
         from pram.predict import predict_command
-        return predict_command(args.checkpoint, args.file, args.out)
+        return predict_command(args.checkpoint, args.file, args.out, args.encoder)
+    if args.command == "export":
+        from pram.export import export_command
+        return export_command(args.checkpoint, args.out, args.encoder)
     if args.command == "report":
         from pram.dashboard import report_command
         return report_command(args.results_dir, args.tsne_per_class, args.data_dir, args.threads)
@@ -260,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return search_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "experiment", "evaluate", "predict", "report"):
+    if args.command in ("train", "experiment", "evaluate", "predict", "export", "report"):
         quiet_libraries()
     try:
         return run(args)

@@ -19,21 +19,28 @@ from pram.data.corpora import load_language
 from pram.data.labels import shared_label_set
 from pram.data.readers import read_file
 from pram.device import pick_device
-from pram.encoder import load_tokenizer
+from pram.encoder import fingerprint, load_tokenizer
 from pram.errors import UserError, at
 from pram.evaluate import evaluate, predict
 from pram.model import TokenClassifier
 
 
-def load_trained(checkpoint: str | Path, device: str = "cpu"):
-    """(model, tokenizer, run info) of a checkpoint folder written by `pram train`."""
+def load_trained(checkpoint: str | Path, device: str = "cpu", encoder: str | None = None):
+    """(model, tokenizer, run info) of a checkpoint folder written by `pram train`.
+
+    encoder: the base encoder folder to load it onto (default: the one it was trained on, as recorded). A
+    checkpoint records its base's fingerprint (`encoder.fingerprint`): another base is refused in one line;
+    a checkpoint from before the record loads onto what it names."""
     path = Path(checkpoint)
     if not (path / "state.json").is_file() or not (path / "model.safetensors").is_file():
         raise UserError(f"{at(path)}: not a pram checkpoint (no state.json and model.safetensors): "
                         "pass a folder under <run>/checkpoints/, e.g. best-target-dev")
     weights, info, _ = load_checkpoint(path)
     config = TrainConfig.from_dict(info["config"])
-    model = TokenClassifier.from_config(info["encoder_path"], len(info["label_names"]), config)
+    base = encoder or info["encoder_path"]
+    check_base(path, info, base)
+    info = {**info, "encoder_path": base}
+    model = TokenClassifier.from_config(base, len(info["label_names"]), config)
     missing = set(weights) - set(model.state_dict())
     if missing:
         raise UserError(f"{at(path)}: weights {sorted(missing)[:3]} do not fit encoder {info['encoder_path']}")
@@ -41,10 +48,23 @@ def load_trained(checkpoint: str | Path, device: str = "cpu"):
     return model.to(device).eval(), load_tokenizer(info["encoder_path"]), info
 
 
+def check_base(checkpoint: Path, info: dict, base: str) -> None:
+    """Refuse a base encoder other than the one the checkpoint was trained on, in one line."""
+    recorded = (info.get("encoder") or {}).get("fingerprint")
+    if recorded is None:
+        return
+    name = info["encoder"].get("name") or info["encoder_path"]
+    found = fingerprint(base)
+    if found != recorded:
+        where = f"{base} is another encoder" if found else f"{base} is not an encoder folder"
+        raise UserError(f"{at(checkpoint)}: trained on base encoder {name} (fingerprint {recorded[:12]}), but "
+                        f"{where}: pass --encoder with the folder it was trained on ({info['encoder_path']})")
+
+
 def evaluate_command(checkpoint: str, dataset: str, lang: str, split: str, data_dir: str | None,
-                     cache_dir: str | None, as_json: bool) -> int:
+                     cache_dir: str | None, as_json: bool, encoder: str | None = None) -> int:
     device = pick_device("auto")
-    model, tokenizer, info = load_trained(checkpoint, device)
+    model, tokenizer, info = load_trained(checkpoint, device, encoder)
     corpus = load_language(dataset, lang, data_dir, cache_dir)
     if split not in corpus:
         raise UserError(f"{dataset}/{lang} has no split {split!r}: choose one of {sorted(corpus)}")
@@ -83,9 +103,9 @@ def _read_sentences(path: Path) -> list[list[str]]:
     return [line.split() for line in lines if line.strip()]
 
 
-def predict_command(checkpoint: str, file: str, out: str | None) -> int:
+def predict_command(checkpoint: str, file: str, out: str | None, encoder: str | None = None) -> int:
     device = pick_device("auto")
-    model, tokenizer, info = load_trained(checkpoint, device)
+    model, tokenizer, info = load_trained(checkpoint, device, encoder)
     sentences = _read_sentences(Path(file))
     config = TrainConfig.from_dict(info["config"])
     data = Dataset.from_dict({"tokens": sentences})

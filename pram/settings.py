@@ -50,3 +50,26 @@ def train_config(dataset: str = "conll", mode: str = "single", target: str | Non
 def targets_of(dataset: str, mode: str, data_dir: str | None = None) -> tuple[str, ...]:
     """The languages a search may target: single-source, every language but English; multi, every one."""
     return tuple(lang for lang in corpus_languages(dataset, data_dir) if mode == "multi" or lang != "en")
+
+
+def train_command(config: TrainConfig) -> str:
+    """The `pram train` command that trains `config` again: every field that differs from the default preset,
+    as its flag (the run's folders, threads and device left to the user)."""
+    import shlex
+
+    base = preset(DEFAULT_PRESET)
+    words = ["pram", "train", "--dataset", config.dataset]
+    if len(config.sources) > 1:
+        words += ["--mode", "multi"]
+    words += ["--source", ",".join(config.sources), "--target", config.target]
+    skip = {"dataset", "sources", "target", "out_dir", "data_dir", "cache_dir", "quiet", "threads", "device"}
+    others = tuple(lang for lang in corpus_languages(config.dataset, config.data_dir)
+                   if lang != config.target and lang not in config.sources)
+    if tuple(config.eval_languages) != others:  # the CLI's default: every other language of the corpus
+        words += ["--eval-languages", ",".join(config.eval_languages)]
+    for name, value in config.to_dict().items():
+        if name in skip or name == "eval_languages" or value == getattr(base, name):
+            continue
+        text = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        words += [f"--{name.replace('_', '-')}", text]
+    return " ".join(shlex.quote(w) for w in words)

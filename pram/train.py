@@ -19,6 +19,7 @@ from pram.batches import batch_at, collate
 from pram.checkpoint import load_checkpoint, restore_last, save_last
 from pram.config import SELECTIONS, TrainConfig
 from pram.device import autocast, check_precision, pick_device
+from pram.encoder import fingerprint
 from pram.files import write_json
 from pram.inputs import TrainData, prepare_data
 from pram.losses import beta_weight
@@ -124,7 +125,8 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
         state, banks = restore_last(ckpt_dir, model, optimizer, device)
         console.print(f"resumed from {ckpt_dir / 'last'} at step {state['step']}")
     out.mkdir(parents=True, exist_ok=True)
-    run_info = {"config": config.to_dict(), "encoder_path": data.encoder_path, "label_names": data.label_names}
+    run_info = {"config": config.to_dict(), "encoder_path": data.encoder_path, "label_names": data.label_names,
+                "encoder": {"name": config.encoder, "fingerprint": fingerprint(data.encoder_path)}}
     write_json(out / "config.json", run_info)
     elapsed_before, running = state["elapsed"], {}
     with TrainingDisplay(config, console, state["step"]) as display:
