@@ -40,7 +40,10 @@ FINAL_COLUMNS = [("target", pa.string()), ("variant", pa.string()), ("selection"
                  ("lang", pa.string()), ("role", pa.string()), ("seeds", pa.int64()),
                  ("f1_mean", pa.float64()), ("f1_std", pa.float64()), ("precision_mean", pa.float64()),
                  ("recall_mean", pa.float64()), ("f1_per_seed", pa.list_(pa.float64())),
-                 ("checkpoints", pa.list_(pa.string())), ("paper_f1", pa.float64())]
+                 ("checkpoints", pa.list_(pa.string())), ("paper_f1", pa.float64()),
+                 ("steps_per_seed", pa.list_(pa.int64())), ("test_sentences", pa.int64())]
+"""final.parquet. `steps_per_seed`: the step each seed's kept weights are from; `test_sentences`: how many test
+sentences were scored (both absent from folders before whole test sets; read as None)."""
 
 
 def find_final(rows: list[dict], target: str, variant: str, selection: str, lang: str) -> dict | None:
@@ -50,11 +53,24 @@ def find_final(rows: list[dict], target: str, variant: str, selection: str, lang
 
 
 def mean_sd(row: dict | None, seeds: bool = True) -> str:
-    """A final row's test F1 as `mean ± sd (n=seeds)`; `-` for none, no ± with one seed."""
+    """A final row's test F1 as `mean ± sd (n=seeds, steps a/b)`; `-` for none, no ± with one seed. The steps
+    are those each seed's kept weights come from (every PRAM score names the step it was chosen at)."""
     if row is None:
         return "-"
     sd = f" ± {row['f1_std']:.2f}" if row.get("f1_std") is not None else ""
-    return f"{row['f1_mean']:.2f}{sd}" + (f" (n={row['seeds']})" if seeds else "")
+    steps = [s for s in row.get("steps_per_seed") or [] if s is not None]
+    at = f", steps {'/'.join(map(str, steps))}" if steps else ""
+    return f"{row['f1_mean']:.2f}{sd}" + (f" (n={row['seeds']}{at})" if seeds else "")
+
+
+def test_sentences_line(rows: list[dict]) -> str:
+    """`Test sentences scored: de 3005, en 3453.` over final rows (one count per language)."""
+    counts = {}
+    for r in rows:
+        counts.setdefault(r["lang"], r.get("test_sentences"))
+    cells = ", ".join(f"{lang} {n if n else 'not recorded (an older search: the first 200)'}"
+                      for lang, n in counts.items())
+    return f"Test sentences scored: {cells}." if counts else ""
 
 
 @dataclass
@@ -128,6 +144,8 @@ def read_folder(path: str | Path) -> SearchFolder:
         row.setdefault("variant", "both")
         row.setdefault("selection", run.get("objective", "target-dev"))
         row.setdefault("checkpoints", None)
+        row.setdefault("steps_per_seed", None)
+        row.setdefault("test_sentences", None)
     trials, history = _parquet(path / TRIALS), _parquet(path / HISTORY)
     return SearchFolder(path, run, best, trials, history, final)
 

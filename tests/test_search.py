@@ -261,7 +261,8 @@ def test_final_parquet_holds_pram_and_the_baseline_per_rule_and_language(searche
         "target": pa.string(), "variant": pa.string(), "selection": pa.string(), "lang": pa.string(),
         "role": pa.string(), "seeds": pa.int64(), "f1_mean": pa.float64(), "f1_std": pa.float64(),
         "precision_mean": pa.float64(), "recall_mean": pa.float64(), "f1_per_seed": pa.list_(pa.float64()),
-        "checkpoints": pa.list_(pa.string()), "paper_f1": pa.float64()}
+        "checkpoints": pa.list_(pa.string()), "paper_f1": pa.float64(), "steps_per_seed": pa.list_(pa.int64()),
+        "test_sentences": pa.int64()}
     # PRAM and the no-APC baseline, the checkpoint kept by each selection rule, every test language
     assert [(r["variant"], r["selection"], r["lang"], r["role"]) for r in final] == [
         (variant, selection, lang, role) for variant in ("both", "none")
@@ -274,6 +275,8 @@ def test_final_parquet_holds_pram_and_the_baseline_per_rule_and_language(searche
         # Table 4's multi-source PRAM row is missing from the paper's text; its BERT-f stands for no APC
         assert r["paper_f1"] == ({"both": None, "none": 73.86}[r["variant"]] if r["lang"] == "de" else None)
         assert len(r["checkpoints"]) == 2
+        assert len(r["steps_per_seed"]) == 2 and all(step % FIRST_EVAL == 0 for step in r["steps_per_seed"])
+        assert r["test_sentences"] == 40  # the smoke preset's test_sentences
         for kept in r["checkpoints"]:  # inside the results folder, with the weights the rule chose
             assert kept.startswith("ray/experiments/final-de/") and kept.endswith(f"/best-{r['selection']}")
             assert (out / kept / "model.safetensors").is_file()
@@ -286,6 +289,7 @@ def test_summary_md_sets_the_search_beside_the_paper(searched):
     summary = (out / "summary.md").read_text()
     assert "| de | en,es,nl |" in summary and "missing from the paper's text" in summary
     assert "not directly comparable" in summary
+    assert "Test sentences scored: de 40, en 40, es 40, nl 40." in summary
     assert "| de | PRAM | " in summary and "| de | no APC (--apc none) | " in summary  # the selection table
 
 

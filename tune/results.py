@@ -19,7 +19,15 @@ import pyarrow as pa
 from pram.config import CATEGORICAL, SEARCHABLE, SELECTIONS
 from pram.files import write_json, write_parquet
 from pram.paper import paper_f1, variant_counterpart
-from pram.results import FINAL_COLUMNS, FINAL_VARIANTS, VARIANT_NAMES, find_final, mean_sd, search_strategy
+from pram.results import (
+    FINAL_COLUMNS,
+    FINAL_VARIANTS,
+    VARIANT_NAMES,
+    find_final,
+    mean_sd,
+    search_strategy,
+    test_sentences_line,
+)
 
 # Tune's bookkeeping columns, left out of the tables (the trial's own numbers stay).
 TUNE_COLUMNS = {"date", "hostname", "node_ip", "pid", "timestamp", "time_since_restore", "time_this_iter_s",
@@ -142,6 +150,9 @@ def _over_seeds(runs: list[FinalRun], lang: str, selection: str) -> dict | None:
             "precision_mean": statistics.fmean(r.metrics[f"test_precision_{lang}{suffix}"] for r in runs),
             "recall_mean": statistics.fmean(r.metrics[f"test_recall_{lang}{suffix}"] for r in runs),
             "f1_per_seed": f1,
+            "steps_per_seed": [r.metrics.get("selected_step" + suffix) for r in runs],
+            "test_sentences": max((r.metrics.get(f"test_sentences_{lang}{suffix}") or 0 for r in runs),
+                                  default=0) or None,
             "checkpoints": [r.checkpoint and f"{r.checkpoint}/best-{selection}" for r in runs]}
 
 
@@ -177,6 +188,8 @@ def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str,
         settings = ", ".join(f"{k}={_fmt(v)}" for k, v in entry.get("config", {}).items())
         lines.append(f"| {target} | {','.join(entry.get('sources', []))} | " + " | ".join(here + paper)
                      + f" | {trials} | {settings} |")
+    shown = [r for r in final if r["variant"] == variants[0] and r["selection"] == objective]
+    lines += ["", test_sentences_line(shown)] if shown else []
     lines += _selection_lines(final, variants) + _other_lines(final, variants, objective)
     return "\n".join(lines) + "\n"
 

@@ -111,6 +111,7 @@ def _test_scalars(final: dict) -> dict:
         for lang, scores in kept["test"].items():
             for name in ("f1", "precision", "recall"):
                 out[f"test_{name}_{lang}{suffix}"] = scores[name]
+            out[f"test_sentences_{lang}{suffix}"] = scores.get("sentences")
     return out
 
 
