@@ -144,20 +144,52 @@ def run_folder(runs_dir: Path, base: TrainConfig, target: str, variant: str, see
     return runs_dir / f"{base.dataset}-{'+'.join(base.sources)}-to-{target}-{variant}-seed{seed}"
 
 
-def write_diagnostics(rows: list[dict], runs_dir: Path, base: TrainConfig, path: Path) -> None:
+def histories_of(rows: list[dict], runs_dir: Path, base: TrainConfig, target: str) -> dict[str, list[list[dict]]]:
+    """variant -> the evaluation history of each seed's run of `target` whose metrics.json is in runs_dir."""
+    histories: dict[str, list] = {}
+    for variant, seed in dict.fromkeys((r["variant"], r["seed"]) for r in rows if r["target"] == target):
+        metrics = run_folder(runs_dir, base, target, variant, seed) / "metrics.json"
+        if metrics.exists():
+            histories.setdefault(variant, []).append(json.loads(metrics.read_text()).get("history", []))
+    return histories
+
+
+DIAGNOSTIC_COLUMNS = (("q_entropy_target", "H(q) target, nats", 3), ("proto_f1_target", "argmax q F1", 2),
+                      ("target_dev_f1", "head F1", 2), ("proto_cos_mean", "prototype cosine", 3),
+                      ("grad_norm_apc_target", "‖∇ β·L_c target‖ / ‖∇ L_sup‖", 3))
+
+
+def diagnostics_lines(histories: dict[str, list[list[dict]]], target: str) -> list[str]:
+    """The diagnostics of q at the last evaluation, mean over seeds (target dev of `target`)."""
+    def value(h: dict, key: str) -> float:
+        return h[key] / h["grad_norm_sup"] if key == "grad_norm_apc_target" and h.get("grad_norm_sup") else h[key]
+
+    lines = [f"Diagnostics of q at the last evaluation on {target} dev, mean over seeds (README, *Diagnostics of q*):",
+             "", "| variant | runs | " + " | ".join(name for _, name, _ in DIAGNOSTIC_COLUMNS) + " |",
+             "|---|---|" + "---|" * len(DIAGNOSTIC_COLUMNS)]
+    for variant, runs in histories.items():
+        last = [run[-1] for run in runs if run and "q_entropy_target" in run[-1]]
+        if not last:
+            continue
+        cells = [f"{statistics.mean(value(h, key) for h in last):.{digits}f}" for key, _, digits in DIAGNOSTIC_COLUMNS]
+        lines.append(f"| {VARIANT_NAMES.get(variant, variant)} | {len(last)} | " + " | ".join(cells) + " |")
+    return [*lines, ""] if len(lines) > 4 else []
+
+
+def write_diagnostics(rows: list[dict], runs_dir: Path, base: TrainConfig, path: Path) -> list[str]:
     """diagnostics.png: the diagnostics of q of every run of the table whose metrics.json is in runs_dir, one
-    picture per target (the first target's, when there are several, is path; the others path-<target>.png)."""
+    picture per target (the first target's, when there are several, is path; the others path-<target>.png).
+    Returns the lines of summary.md's diagnostics table."""
     from pram.figures import diagnostics_figure
 
+    lines = []
     for n, target in enumerate(dict.fromkeys(r["target"] for r in rows)):
-        histories: dict[str, list] = {}
-        for variant, seed in dict.fromkeys((r["variant"], r["seed"]) for r in rows if r["target"] == target):
-            metrics = run_folder(runs_dir, base, target, variant, seed) / "metrics.json"
-            if metrics.exists():
-                histories.setdefault(variant, []).append(json.loads(metrics.read_text()).get("history", []))
+        histories = histories_of(rows, runs_dir, base, target)
         out = path if n == 0 else path.with_name(f"{path.stem}-{target}.png")
         sources = "+".join(base.sources)
         diagnostics_figure(histories, VARIANT_NAMES, out, f"{base.dataset}: {sources} -> {target}, diagnostics of q")
+        lines += diagnostics_lines(histories, target)
+    return lines
 
 
 def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets: list[str], seeds: list[int],
@@ -201,8 +233,9 @@ def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets
     rows.sort(key=lambda r: (r["target"], order.index(r["variant"]), r["seed"], r["selection"], r["lang"]))
     results_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(table, pa.Table.from_pylist(rows))
-    write_atomically(results_dir / "summary.md", summary_markdown(rows, base.dataset, command))
     write_figure(rows, base.dataset, results_dir / "summary.png")
-    write_diagnostics(rows, runs_dir, base, results_dir / "diagnostics.png")
+    diagnostics = write_diagnostics(rows, runs_dir, base, results_dir / "diagnostics.png")
+    summary = "\n".join([summary_markdown(rows, base.dataset, command), *diagnostics])
+    write_atomically(results_dir / "summary.md", summary)
     print((results_dir / "summary.md").read_text())
     return rows
