@@ -335,6 +335,17 @@ def test_random_search_without_early_stopping_trains_every_trial_to_the_end(tmp_
     assert json.loads((out / "run.json").read_text())["scheduler"] == "fifo"
 
 
+def _alive(pid: int, started: float) -> bool:
+    """The process recorded as (pid, start time) is still running (a reused pid is another process)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - started) < 1e-3 and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def session_processes(session: int) -> list[int]:
     """Processes of the session a test started (the search and the Ray it started), zombies left out."""
     found = []
@@ -365,15 +376,20 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
         assert driver.poll() is None, "the search ended before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-    finally:
-        # The Ray processes of the killed driver (some survive it, with parent 1) are this test's to end.
+        # What the killed session recorded of the processes it started; some survive it, with parent 1.
+        recorded = json.loads((out / "ray" / "processes.json").read_text())
+        assert recorded
+        assert not (out / "trials.parquet").exists()
+        run = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(cache),
+                             capture_output=True, text=True, check=False, timeout=240)
+        # The resume stopped every process of the first session before it started its own Ray.
+        leftovers = [pid for pid, started in recorded.items() if _alive(int(pid), started)]
+    finally:  # whatever is still alive now is this test's to end
         for pid in session_processes(driver.pid):
             os.kill(pid, signal.SIGKILL)
-    assert not (out / "trials.parquet").exists()
-
-    run = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(cache),
-                         capture_output=True, text=True, check=False, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert not leftovers
+    assert not (out / "ray" / "processes.json").exists()  # and its own, once it ended
     frozen = study_trials(out)
     assert len(frozen) == 4
     assert {t.state.name for t in frozen} <= {"COMPLETE", "PRUNED"}
