@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from pram.errors import UserError, at
+
 
 def save_checkpoint(path: Path, model_state: dict[str, torch.Tensor], state: dict,
                     trainer_tensors: dict[str, torch.Tensor] | None = None) -> Path:
@@ -42,14 +44,49 @@ def save_checkpoint(path: Path, model_state: dict[str, torch.Tensor], state: dic
     return path
 
 
+STATE_KEYS = ("config", "encoder_path", "label_names", "step")  # what every pram checkpoint's state.json holds
+
+
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, torch.Tensor]]:
-    """(model weights, state, trainer tensors) of a checkpoint folder."""
+    """(model weights, state, trainer tensors) of a checkpoint folder. A missing, truncated or unreadable file,
+    or a state.json that is not JSON or not a pram checkpoint's, is one UserError line naming the file."""
     path = Path(path)
-    state = json.loads((path / "state.json").read_text())
-    model_state = load_file(path / "model.safetensors")
+    state = _state(path / "state.json")
+    model_state = _tensors(path / "model.safetensors")
     trainer_file = path / "trainer.safetensors"
-    trainer = load_file(trainer_file) if trainer_file.exists() else {}
+    trainer = _tensors(trainer_file) if trainer_file.exists() else {}
     return model_state, state, trainer
+
+
+def _state(file: Path) -> dict:
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{at(file)}: missing: not a pram checkpoint (pass a folder under <run>/checkpoints/)") \
+            from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{at(file)}: cannot be read ({e}): copy the checkpoint again") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{at(file, e.lineno)}: not valid JSON ({e.msg}): the checkpoint is damaged; copy it "
+                        "again or train again (`pram train --resume` continues from `last`)") from None
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UserError(f"{at(file)}: no {', '.join(missing)}: not the state of a pram checkpoint, or one from an "
+                        "incompatible version")
+    return state
+
+
+def _tensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(file)
+    except FileNotFoundError:
+        raise UserError(f"{at(file)}: missing: the checkpoint is incomplete; copy it again or train again") \
+            from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{at(file)}: truncated or not a safetensors file ({e}): the checkpoint is damaged; copy "
+                        "it again or train again") from None
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

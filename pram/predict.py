@@ -17,7 +17,7 @@ from pram.checkpoint import load_checkpoint
 from pram.config import TrainConfig
 from pram.data.corpora import load_language
 from pram.data.labels import shared_label_set
-from pram.data.readers import read_file
+from pram.data.readers import decode_text, read_bytes, read_file
 from pram.device import pick_device
 from pram.encoder import fingerprint, load_tokenizer
 from pram.errors import UserError, at
@@ -36,7 +36,11 @@ def load_trained(checkpoint: str | Path, device: str = "cpu", encoder: str | Non
         raise UserError(f"{at(path)}: not a pram checkpoint (no state.json and model.safetensors): "
                         "pass a folder under <run>/checkpoints/, e.g. best-target-dev")
     weights, info, _ = load_checkpoint(path)
-    config = TrainConfig.from_dict(info["config"])
+    try:
+        config = TrainConfig.from_dict(info["config"])
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{at(path / 'state.json')}: its config is not one this pram reads ({e}): a checkpoint "
+                        "from an incompatible version") from None
     base = encoder or info["encoder_path"]
     check_base(path, info, base)
     info = {**info, "encoder_path": base}
@@ -94,9 +98,10 @@ TAG = re.compile(r"^(O|[BI]-[A-Za-z][A-Za-z0-9_]*)$")
 
 def _read_sentences(path: Path) -> list[list[str]]:
     """A CoNLL file (token first, tag last) or plain text with one sentence per line, split on white space."""
+    wanted = "a CoNLL file or a text file with one sentence per line"
     if not path.is_file():
-        raise UserError(f"{at(path)}: no such file: give a CoNLL file or a text file with one sentence per line")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        raise UserError(f"{at(path)}: no such file: give {wanted}")
+    lines = decode_text(path, read_bytes(path), wanted).splitlines()
     last = [line.split()[-1] for line in lines if line.strip() and not line.startswith("-DOCSTART-")]
     if last and all(len(line.split()) >= 2 for line in lines if line.strip()) and all(TAG.match(t) for t in last):
         return [list(s.tokens) for s in read_file(path)]

@@ -3,20 +3,19 @@ checkpoints that know the base encoder they apply to."""
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
+from pram.cli import main
 from pram.config import preset
 from pram.data.readers import read_file
 from pram.encoder import build_tiny_encoder
 from pram.train import train
 
 pytestmark = pytest.mark.slow  # each test reads a trained smoke checkpoint
-CLI = [sys.executable, "-m", "pram.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +27,22 @@ def checkpoint(data_dir, tmp_path_factory) -> Path:
     return out / "checkpoints" / "best-target-dev"
 
 
-def _run(*args: str, env_args=()) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args, *env_args], capture_output=True, text=True, check=False, timeout=300)
+@pytest.fixture
+def pram(capsys):
+    """The console script in this process (what `pram ARGS` runs): its exit status and what it printed."""
+    def run(*args: str, env_args=()) -> SimpleNamespace:
+        capsys.readouterr()
+        returncode = main([*args, *env_args])
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=returncode, stdout=out.out, stderr=out.err)
+    return run
 
 
-def test_the_exported_folder_tags_like_pram_predict_in_the_pipeline(checkpoint, data_dir, tmp_path):
+def test_the_exported_folder_tags_like_pram_predict_in_the_pipeline(pram, checkpoint, data_dir, tmp_path):
     from transformers import pipeline
 
     out = tmp_path / "hf"
-    done = _run("export", str(checkpoint), str(out))
+    done = pram("export", str(checkpoint), str(out))
     assert done.returncode == 0, done.stderr
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in out.iterdir()}
     config = json.loads((out / "config.json").read_text())
@@ -50,7 +56,7 @@ def test_the_exported_folder_tags_like_pram_predict_in_the_pipeline(checkpoint, 
                  if 4 <= len(s.tokens) <= 15][:12]
     text = tmp_path / "de.txt"
     text.write_text("\n".join(" ".join(s) for s in sentences) + "\n", encoding="utf-8")
-    tagged = _run("predict", str(checkpoint), str(text))
+    tagged = pram("predict", str(checkpoint), str(text))
     assert tagged.returncode == 0, tagged.stderr
     ours = [[line.split("\t")[1] for line in block.splitlines()] for block in tagged.stdout.strip().split("\n\n")]
 
@@ -65,29 +71,29 @@ def test_the_exported_folder_tags_like_pram_predict_in_the_pipeline(checkpoint, 
     assert found_any > 0  # the comparison saw entities, not only empty sets
 
 
-def test_a_checkpoint_refuses_another_base_encoder_in_one_line(checkpoint, data_dir, tmp_path):
+def test_a_checkpoint_refuses_another_base_encoder_in_one_line(pram, checkpoint, data_dir, tmp_path):
     state = json.loads((checkpoint / "state.json").read_text())
     assert len(state["encoder"]["fingerprint"]) == 64
     base = Path(state["encoder_path"])
     other = tmp_path / "other-tiny"
     build_tiny_encoder(other, ["Ein", "anderes", "Vokabular"])
     env_args = ["--data-dir", str(data_dir), "--lang", "de", "--json"]
-    wrong = _run("evaluate", str(checkpoint), "--encoder", str(other), env_args=env_args)
+    wrong = pram("evaluate", str(checkpoint), "--encoder", str(other), env_args=env_args)
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) == 1
     assert "trained on base encoder tiny" in wrong.stderr and str(base) in wrong.stderr
-    right = _run("evaluate", str(checkpoint), "--encoder", str(base), env_args=env_args)
-    default = _run("evaluate", str(checkpoint), env_args=env_args)
+    right = pram("evaluate", str(checkpoint), "--encoder", str(base), env_args=env_args)
+    default = pram("evaluate", str(checkpoint), env_args=env_args)
     assert right.returncode == default.returncode == 0, right.stderr
     assert json.loads(right.stdout)["f1"] == json.loads(default.stdout)["f1"]
 
 
-def test_a_checkpoint_from_before_the_record_still_loads(checkpoint, data_dir, tmp_path):
+def test_a_checkpoint_from_before_the_record_still_loads(pram, checkpoint, data_dir, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(checkpoint, old)
     state = json.loads((old / "state.json").read_text())
     del state["encoder"]
     (old / "state.json").write_text(json.dumps(state))
-    scored = _run("evaluate", str(old), "--lang", "de", "--json", env_args=["--data-dir", str(data_dir)])
+    scored = pram("evaluate", str(old), "--lang", "de", "--json", env_args=["--data-dir", str(data_dir)])
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["sentences"] == 3005

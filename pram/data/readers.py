@@ -64,7 +64,7 @@ def read_file(path: str | Path) -> list[Sentence]:
     or binary file, a token line without a tag, and a malformed tag.
     """
     path = Path(path)
-    text = _decode(path, _read_bytes(path))
+    text = decode_text(path, read_bytes(path))
     sentences = _parse(path, text)
     if not sentences:
         raise UserError(f"{at(path)}: no sentences (only blank or -DOCSTART- lines): "
@@ -72,7 +72,8 @@ def read_file(path: str | Path) -> list[Sentence]:
     return sentences
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes; a missing, folder or unreadable path is one UserError line."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -85,10 +86,14 @@ def _read_bytes(path: Path) -> bytes:
         raise UserError(f"{at(path)}: cannot be read ({e.strerror}): check the file") from None
 
 
-def _decode(path: Path, raw: bytes) -> str:
-    """UTF-8 (a BOM is dropped), else ISO-8859-1; refuses empty and binary files."""
+CORPUS_FILE = "a CoNLL (.txt) or WikiAnn (.tsv) corpus file"
+
+
+def decode_text(path: Path, raw: bytes, wanted: str = CORPUS_FILE) -> str:
+    """UTF-8 (a BOM is dropped), else ISO-8859-1 (CoNLL-2003 German); refuses empty and binary files (a control
+    character other than tab and newlines, NUL included), naming the line. `wanted` says what to give instead."""
     if not raw.strip():
-        raise UserError(f"{at(path)}: empty file: give a CoNLL (.txt) or WikiAnn (.tsv) corpus file")
+        raise UserError(f"{at(path)}: empty file: give {wanted}")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -96,8 +101,7 @@ def _decode(path: Path, raw: bytes) -> str:
     bad = CONTROL.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
-        raise UserError(f"{at(path, line)}: binary content (byte {ord(bad.group()):#04x}), not a text "
-                        "corpus: give a CoNLL (.txt) or WikiAnn (.tsv) text file")
+        raise UserError(f"{at(path, line)}: binary content (byte {ord(bad.group()):#04x}), not text: give {wanted}")
     return text
 
 
