@@ -35,3 +35,30 @@ def test_the_presets_table_equals_presets_field_by_field():
         assert _number(cells["learning rate"]) == config["lr"], name
         dev, test = cells["dev / test sentences"].split("/")
         assert _number(dev) == config["eval_sentences"] and _number(test) == config["test_sentences"], name
+
+
+def test_the_search_ranges_and_laptop_defaults_the_readme_quotes_are_the_codes():
+    from tune.search import SEARCH_DEFAULTS
+    from tune.space import PAPER_RANGES, Choice, Interval
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    conll, wikiann = PAPER_RANGES["conll"], PAPER_RANGES["wikiann"]
+
+    def number(x: float) -> str:  # as the README writes them: 0.15, 0.8, 1.0
+        text = f"{x:.2f}".rstrip("0")
+        return text + "0" if text.endswith(".") else text
+
+    def span(r: Interval) -> str:
+        return f"{number(r.low)}-{number(r.high)}"
+
+    assert conll["alpha"] == conll["beta"] and wikiann["alpha"] == wikiann["beta"]
+    assert conll["tau"] == wikiann["tau"] and conll["lam"] == wikiann["lam"] and conll["gamma"] == wikiann["gamma"]
+    assert isinstance(conll["gamma"], Choice)
+    gammas = ", ".join(f"{v:.1f}" for v in conll["gamma"].values)
+    assert (f"The ranges are the paper's (τ {span(conll['tau'])}, λ {span(conll['lam'])}, α and β "
+            f"{span(conll['alpha'])} on CoNLL and {span(wikiann['alpha'])} on WikiAnn, γ in {{{gammas}}})") in readme
+    laptop = SEARCH_DEFAULTS["laptop"]
+    train = laptop["train"]
+    assert (f"On its laptop default ({laptop['num_samples']} trials and {laptop['final_seeds']} final seeds per "
+            f"target, a shorter schedule than `pram train`'s laptop preset: {train['max_steps']} steps of batch "
+            f"{train['batch_size']} on {train['train_sentences']:,} sentences per language)") in readme
