@@ -139,6 +139,42 @@ def test_a_killed_search_leaves_no_optuna_trial_running():
 
 
 @pytest.mark.parametrize("extra, message", [
+    # 127.0.0.2: loopback that refuses (Ray rewrites 127.0.0.1 to the machine's own address)
+    (["--address", "127.0.0.2:1"], "--address 127.0.0.2:1: no Ray cluster answers there (Connection refused"),
+    (["--storage", "s3://bucket/x?endpoint_override=127.0.0.2:1&scheme=http&region=us-east-1"],
+     "cannot be reached (When getting information for key 'x' in bucket 'bucket'"),
+])
+def test_a_search_that_cannot_reach_its_cluster_or_storage_writes_nothing(tmp_path, data_dir, extra, message):
+    before = sorted(tmp_path.rglob("*"))
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "tune/search.py", "--dataset", "conll", "--mode", "multi", "--smoke-test",
+                          "--data-dir", str(data_dir), "--out", str(tmp_path / "new" / "run"), *extra],
+                         cwd=ROOT, capture_output=True, text=True, check=False, timeout=60)
+    assert run.returncode == 2 and time.monotonic() - started < 30
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in run.stderr, run.stderr
+    assert sorted(tmp_path.rglob("*")) == before  # not even the folder above --out
+
+
+def test_a_second_search_on_a_busy_results_folder_is_refused(tmp_path, data_dir):
+    from dataclasses import asdict
+
+    from tune.preflight import only_search
+    from tune.search import build_parser, settings_from_args
+
+    out = tmp_path / "run"
+    args = ["--dataset", "conll", "--mode", "multi", "--smoke-test", "--data-dir", str(data_dir), "--out", str(out)]
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps(asdict(settings_from_args(build_parser().parse_args(args)))))
+    with only_search(out):  # as a running search holds it
+        run = subprocess.run([sys.executable, "tune/search.py", *args, "--resume"], cwd=ROOT, capture_output=True,
+                             text=True, check=False, timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert f"another search is running on this folder (pid {os.getpid()})" in run.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".search.lock", "run.json"]
+
+
+@pytest.mark.parametrize("extra, message", [
     (["--targets", "de,xx"], "'xx' is not a target of conll in multi-source mode; choose from en,de,es,nl"),
     (["--range", "tau=0.3:0.1"], "--range tau=0.3:0.1: the low end must be below the high end"),
     (["--resume"], "nothing to resume"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from pram.results import HISTORY_COLUMNS, RUN, SUMMARY, TRIAL_COLUMNS
 from pram.settings import targets_of, train_config
 from tune import results
 from tune.cluster import local_auth_token, ray_running
+from tune.preflight import check_before_writing, only_search
 from tune.space import SEARCHED, describe, search_ranges
 
 STATUS = {TrialState.COMPLETE: "TERMINATED", TrialState.PRUNED: "PRUNED", TrialState.FAIL: "ERROR"}
@@ -69,7 +71,22 @@ def run_search(s, resume: bool) -> int:
     out = Path(s.out)
     ranges = search_ranges(s.dataset, s.ranges)
     bases = {target: base_config(s, target) for target in s.targets}  # bad input fails before Ray starts
+    check_before_writing(s)  # the folder, the storage, the cluster: before anything is written
+    created = out  # the outermost folder this search creates (None: out was there already)
+    while not created.parent.exists():
+        created = created.parent
+    created = None if out.exists() else created
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with only_search(out):
+            return _search(s, out, ranges, bases, resume)
+    except UserError:
+        if created and not (out / "ray" / "experiments").exists():
+            shutil.rmtree(created, ignore_errors=True)  # a search that never started a trial leaves no folder
+        raise
+
+
+def _search(s, out: Path, ranges: dict, bases: dict, resume: bool) -> int:
     if not s.address:
         local_auth_token(out)
     if not resume:

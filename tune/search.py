@@ -71,6 +71,7 @@ class Settings:
     sampler: str = "tpe"
     scheduler: str = "asha"
     keep_checkpoints: bool = False
+    connect_timeout: float = 15.0
 
     @property
     def metric(self) -> str:
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None,
                    help="Ray cluster to use: auto (a running `ray start`), HOST:PORT of its head or "
                         "ray://HOST:PORT (default: start a local Ray with all cores)")
+    p.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS",
+                   help="how long the checks before a search wait for --address and a remote --storage to "
+                        "answer (default: 15)")
     p.add_argument("--storage", default=None,
                    help="where Tune keeps trial results and checkpoints: a folder, or s3://... / gs://... "
                         "that every node reaches (default: <out>/ray/experiments)")
@@ -176,9 +180,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if not saved.is_file():
             raise UserError(f"--resume: {saved} does not exist: nothing to resume (start the search without "
                             "--resume, or pass the --out of the search to continue)")
-        values = json.loads(saved.read_text())
-        values.update(targets=tuple(values["targets"]), ranges=tuple(values["ranges"]))
-        return Settings(**values)
+        try:
+            values = json.loads(saved.read_text())
+            values.update(targets=tuple(values["targets"]), ranges=tuple(values["ranges"]))
+            return Settings(**values)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"--resume: {saved} is not the settings of a search by tune/search.py ({type(e).__name__}: "
+                            f"{e}): pass the --out of the search to continue") from None
     if saved.exists():
         raise UserError(f"{out} already holds a search: pass --resume to continue it, or choose another "
                         "--out (or delete the folder)")
@@ -211,7 +219,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None, ranges=tuple(args.ranges),
         train=train, prune_collapsed=args.prune_collapsed, max_failures=args.max_failures,
         accelerator_type=args.accelerator_type, sampler=args.sampler, scheduler=args.scheduler,
-        keep_checkpoints=args.keep_checkpoints)
+        keep_checkpoints=args.keep_checkpoints, connect_timeout=args.connect_timeout)
 
 
 def _interrupt(signum, frame):
