@@ -307,7 +307,7 @@ def test_a_laptop_run_scores_the_whole_test_set(data_dir, tmp_path):
     English 3453), whatever its dev subset; two steps of the real encoder are enough to see it."""
     config = preset("laptop", data_dir=str(data_dir), out_dir=str(tmp_path / "laptop"), quiet=True,
                     max_steps=2, eval_every=2, batch_size=2, train_sentences=16, eval_sentences=8,
-                    eval_languages=(), apc="none", threads=2)
+                    eval_languages=(), apc="none", threads=2, max_length=24)  # short pieces: the count is the point
     final = train(config)
     assert final["test"]["de"]["sentences"] == 3005 and final["test"]["en"]["sentences"] == 3453
     assert final["selected_by"]["source-dev"]["test"] == final["test"]  # the same step is scored once
