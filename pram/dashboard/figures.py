@@ -60,7 +60,9 @@ def diagnostics(folder: SearchFolder, target: str, number: int) -> go.Figure:
                                      mode="lines+markers", name=name), row=1, col=col)
         fig.update_xaxes(title_text="training step", row=1, col=col)
         fig.update_yaxes(title_text=y_title, row=1, col=col)
-    return titled(fig, f"Diagnostics of q, target {target}, trial {number}", "training step", "", height=380)
+    fig.update_layout(title={"text": f"Diagnostics of q, target {target}, trial {number}"}, height=380,
+                      template="plotly_white", margin={"t": 80, "b": 50}, legend={"font": {"size": 11}})
+    return fig  # (each panel names its own axes above; `titled` would set one y title for all)
 
 
 def _evaluations(folder: SearchFolder, target: str, number: int) -> list[dict]:
