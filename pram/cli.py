@@ -240,10 +240,13 @@ def parse_arms(texts: list[str]) -> dict[str, dict]:
             raise UserError(f'--arm {text}: write NAME="FLAGS" with a new name, e.g. '
                             'proj="--proto-space projection"')
         try:
-            values = vars(parser.parse_args(shlex.split(flags)))
+            parsed, unknown = parser.parse_known_args(shlex.split(flags))
+            values = vars(parsed)
             TrainConfig(**values)
-        except (argparse.ArgumentError, ValueError, SystemExit) as e:
+        except (argparse.ArgumentError, ValueError) as e:
             raise UserError(f"--arm {text}: {e}") from None
+        if unknown:
+            raise UserError(f"--arm {text}: {' '.join(unknown)} is not a flag of pram train (pram train --help)")
         arms[name] = {"apc": "both", **values}
     return arms
 

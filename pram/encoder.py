@@ -351,7 +351,7 @@ def fingerprint(name_or_path: str) -> str | None:
     encoder that is not a local folder (a hub name: the name is the record)."""
     folder = Path(name_or_path)
     weights = folder / "model.safetensors"
-    if not folder.is_dir() or not weights.is_file():
+    if not folder.is_dir() or not weights.is_file() or not (folder / "config.json").is_file():
         return None
     digest = hashlib.sha256((folder / "config.json").read_bytes())
     size = weights.stat().st_size

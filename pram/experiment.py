@@ -232,7 +232,8 @@ def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets
     order = list(dict.fromkeys([*(r["variant"] for r in earlier), *variants]))  # the earlier table's order first
     rows.sort(key=lambda r: (r["target"], order.index(r["variant"]), r["seed"], r["selection"], r["lang"]))
     results_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet(table, pa.Table.from_pylist(rows))
+    columns = list(dict.fromkeys(k for r in rows for k in r))  # an older row may lack a newer column
+    write_parquet(table, pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows]))
     write_figure(rows, base.dataset, results_dir / "summary.png")
     diagnostics = write_diagnostics(rows, runs_dir, base, results_dir / "diagnostics.png")
     summary = "\n".join([summary_markdown(rows, base.dataset, command), *diagnostics])

@@ -16,7 +16,8 @@ class TokenClassifier(nn.Module):
     """h = mPLM(x) (Eq. 1); p = softmax(W h + b) (Eq. 2). Returns the prototype representation and the logits.
 
     The classifier always reads the last layer. The representation of prototypes and q (Eq. 4-7) is the last
-    layer too in the paper (proto_layers `last`); beyond it, `mean4` averages the last four layers, and a
+    layer too in the paper (proto_layers `last`); beyond it, `mean4` averages the last four layers (on an encoder
+    of fewer layers, all of them and the embeddings), and a
     projection head (proto_dim outputs, L2-normalised, as ContProto does) maps it to a space of its own. The head
     is used by the APC terms only, so only they train it.
     """

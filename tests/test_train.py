@@ -154,7 +154,7 @@ def test_evaluate_and_predict_a_checkpoint(smoke_config, smoke_run, data_dir, tm
     checkpoint = f"{smoke_config.out_dir}/checkpoints/best-target-dev"
     cli = [sys.executable, "-m", "pram.cli"]
     env_args = ["--data-dir", str(data_dir), "--cache-dir", smoke_config.cache_dir]
-    # Scoring the selected checkpoint on the first 40 German test sentences repeats the run's own number.
+    # Scoring the selected checkpoint on the whole German test set (the run itself scored the first 40).
     scored = subprocess.run([*cli, "evaluate", checkpoint, "--lang", "de", "--json", *env_args],
                             capture_output=True, text=True, check=False)
     assert scored.returncode == 0, scored.stderr
@@ -302,12 +302,18 @@ def test_resume_with_the_projection_head_and_centering_repeats_the_uninterrupted
 
 
 @pytest.mark.slow
-def test_a_laptop_run_scores_the_whole_test_set(data_dir, tmp_path):
+def test_a_laptop_run_scores_the_whole_test_set(data_dir, tmp_path, monkeypatch):
     """The laptop preset scores every sentence of the test sets (the official CoNLL-2003 counts: German 3005,
     English 3453), whatever its dev subset; two steps of the real encoder are enough to see it."""
     config = preset("laptop", data_dir=str(data_dir), out_dir=str(tmp_path / "laptop"), quiet=True,
                     max_steps=2, eval_every=2, batch_size=2, train_sentences=16, eval_sentences=8,
                     eval_languages=(), apc="none", threads=2, max_length=24)  # short pieces: the count is the point
+    import pram.metrics
+    import pram.train
+
+    scored = []  # one entry per scoring of the test sets
+    monkeypatch.setattr(pram.train, "test_metrics", lambda *a: scored.append(1) or pram.metrics.test_metrics(*a))
     final = train(config)
     assert final["test"]["de"]["sentences"] == 3005 and final["test"]["en"]["sentences"] == 3453
-    assert final["selected_by"]["source-dev"]["test"] == final["test"]  # the same step is scored once
+    assert final["selected_by"]["source-dev"]["step"] == final["selected_by"]["target-dev"]["step"] == 2
+    assert len(scored) == 1 and final["selected_by"]["source-dev"]["test"] == final["test"]  # scored once

@@ -7,11 +7,11 @@ Each failed check is one UserError line naming the flag, what failed and how to 
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import fcntl
 import os
 import socket
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -61,23 +61,26 @@ def storage(uri: str, timeout: float) -> None:
         return
     import pyarrow.fs
 
-    def probe():
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
-        filesystem.get_file_info(path)
+    failed: list[BaseException] = []
 
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    try:
-        pool.submit(probe).result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
+    def probe():
+        try:
+            filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+            filesystem.get_file_info(path)
+        except Exception as e:  # handed to the caller below
+            failed.append(e)
+
+    # A daemon thread: a storage that hangs does not keep the process alive past the limit.
+    thread = threading.Thread(target=probe, name="storage-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
         raise UserError(f"--storage {uri}: no answer within {timeout:g} s: check the network and the bucket "
-                        "name (--connect-timeout raises the wait)") from None
-    except (OSError, ValueError) as e:
-        reason = str(e).splitlines()[0][:200]
+                        "name (--connect-timeout raises the wait)")
+    if failed:
+        reason = str(failed[0]).splitlines()[0][:200] if str(failed[0]) else type(failed[0]).__name__
         raise UserError(f"--storage {uri}: cannot be reached ({reason}): check the bucket name and your "
-                        "credentials (for S3: `aws sts get-caller-identity`, AWS_PROFILE or the node's role)") \
-            from None
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+                        "credentials (for S3: `aws sts get-caller-identity`, AWS_PROFILE or the node's role)")
 
 
 def check_before_writing(s) -> None:

@@ -74,7 +74,9 @@ def _metric_names(rows: list[dict], fixed: set[str]) -> list[str]:
 def trial_rows(records: list[TrialRecord], objective: str, base: dict) -> list[dict]:
     rows = []
     for rec in records:
-        values = [h[objective] for h in rec.history if _float(h.get(objective)) is not None]
+        # the best value among evaluations a run may keep (pram's selection rule: none before the target term)
+        values = [h[objective] for h in rec.history if _float(h.get(objective)) is not None
+                  and h.get("selectable", 1)]
         wall = _float(rec.last.get("elapsed_s")) or 0.0
         row = {"target": rec.target, "optuna_trial": rec.config.get("optuna_trial"),
                "trial_id": rec.last.get("trial_id"), "status": rec.status,

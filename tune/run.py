@@ -77,16 +77,17 @@ def run_search(s, resume: bool) -> int:
         created = created.parent
     created = None if out.exists() else created
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        with only_search(out):
-            return _search(s, out, ranges, bases, resume)
-    except UserError:
-        if created and not (out / "ray" / "experiments").exists():
-            shutil.rmtree(created, ignore_errors=True)  # a search that never started a trial leaves no folder
-        raise
+    progress = {"trials": False}
+    with only_search(out):  # a second search on this folder is refused here, and removes nothing
+        try:
+            return _search(s, out, ranges, bases, resume, progress)
+        except UserError:
+            if created and not progress["trials"]:
+                shutil.rmtree(created, ignore_errors=True)  # a search that never started a trial leaves no folder
+            raise
 
 
-def _search(s, out: Path, ranges: dict, bases: dict, resume: bool) -> int:
+def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dict) -> int:
     if not s.address:
         local_auth_token(out)
     if not resume:
@@ -120,6 +121,7 @@ def _search(s, out: Path, ranges: dict, bases: dict, resume: bool) -> int:
 
         datasets.disable_progress_bars()  # the live view is the one display
 
+        progress["trials"] = True  # from here on the folder holds a search's work: an error keeps it
         for target in s.targets:
             base = bases[target]
             data = prepare_data(base) if not s.address else portable(prepare_data(base))
