@@ -326,6 +326,10 @@ def test_summary_md_sets_the_search_beside_the_paper(searched):
     assert "| de | en,es,nl |" in summary and "missing from the paper's text" in summary
     assert "not directly comparable" in summary
     assert "Test sentences scored: de 40, en 40, es 40, nl 40." in summary
+    # The best PRAM model of the target, exported for pipeline() (tests/test_export.py checks such a folder)
+    assert "- de: `ray/export-de`" in summary
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {
+        p.name for p in (out / "ray" / "export-de").iterdir()}
     assert "| de | PRAM | " in summary and "| de | no APC (--apc none) | " in summary  # the selection table
 
 

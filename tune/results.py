@@ -166,7 +166,8 @@ def write_best(path: Path, best: dict) -> Path:
     return write_json(path, best)
 
 
-def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str, dict[str, int]]) -> str:
+def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str, dict[str, int]],
+                     exports: dict[str, str] | None = None) -> str:
     """A short report: test F1 per target next to the paper's, the chosen settings, what the search did."""
     mode, objective = run["mode"], run["objective"]
     variants = [v for v in FINAL_VARIANTS if any(r["variant"] == v for r in final)] or ["both"]
@@ -193,6 +194,11 @@ def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str,
     shown = [r for r in final if r["variant"] == variants[0] and r["selection"] == objective]
     lines += ["", test_sentences_line(shown)] if shown else []
     lines += _selection_lines(final, variants) + _other_lines(final, variants, objective)
+    if exports:
+        lines += ["", "Each target's best PRAM model as a HuggingFace folder (under `ray/`, not in git; "
+                  '`pipeline("token-classification", model=FOLDER, aggregation_strategy="first")` loads it, and its '
+                  "README.md names the seed and the settings):", "",
+                  *(f"- {target}: `{folder}`" for target, folder in exports.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ then the results files and a summary. `search.py` turns the command line into th
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -146,7 +147,8 @@ def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dic
                 if not s.keep_checkpoints:
                     free_disk(final_grid, subfolder="last")  # best-target-dev and best-source-dev stay
             del data
-    write_results(s, out, records, best, finals, bases)
+    exports = export_best(s, out, finals, console)
+    write_results(s, out, records, best, finals, bases, exports)
     write_report(out, console)
     print_end(s, out, best, console)
     return 0
@@ -224,7 +226,46 @@ def best_entry(study: optuna.Study, base: TrainConfig, s) -> dict:
     return {}
 
 
-def write_results(s, out: Path, records, best, finals, bases) -> None:
+def export_best(s, out: Path, finals: dict, console: Console) -> dict[str, str]:
+    """Each target's best PRAM model as a HuggingFace folder, `ray/export-<target>` (`pram export`): of the final
+    PRAM runs, the seed whose kept weights scored best on the objective's dev set (never on test). Returns
+    target -> folder relative to out. A folder already there (a resumed search) is kept; a failed export is a
+    warning, not the end of a search that ran for hours."""
+    import statistics
+
+    from pram.export import export
+    from pram.logs import quiet_libraries
+
+    quiet_libraries()  # the live view is the one display
+    suffix = "_by_" + s.objective.replace("-", "_")
+    exports = {}
+    for target, runs in finals.items():
+        kept = []
+        for run in runs:
+            folder = out / (run.checkpoint or "") / f"best-{s.objective}"
+            if run.variant == "both" and run.checkpoint and "://" not in run.checkpoint and \
+                    (folder / "state.json").is_file():
+                kept.append((json.loads((folder / "state.json").read_text()).get("score", -1.0), run, folder))
+        if not kept:
+            continue
+        score, best_run, folder = max(kept, key=lambda k: k[0])
+        f1 = [r.metrics[f"test_f1_{target}{suffix}"] for _, r, _ in kept if f"test_f1_{target}{suffix}" in r.metrics]
+        spread = f" ± {statistics.stdev(f1):.2f}" if len(f1) > 1 else ""
+        line = (f"{statistics.fmean(f1):.2f}{spread} over {len(f1)} seed(s) of the search's final stage; this folder "
+                f"is seed {best_run.seed}, {s.objective} F1 {score:.2f}") if f1 else None
+        dest = out / "ray" / f"export-{target}"
+        if not dest.exists():
+            try:
+                export(folder, dest, command=f"(the final stage of the search in {out})", scores=line)
+            except Exception as e:
+                console.print(f"[yellow]export of {target} not written[/yellow] ({type(e).__name__}: {e}); "
+                              f"`pram export {folder} {dest}` tries again", soft_wrap=True)
+                continue
+        exports[target] = str(dest.relative_to(out))
+    return exports
+
+
+def write_results(s, out: Path, records, best, finals, bases, exports: dict | None = None) -> None:
     base_values = {t: {name: getattr(b, name) for name in SEARCHED} for t, b in bases.items()}
     results.write_table(out / "trials.parquet", results.trial_rows(records, s.metric, base_values),
                         TRIAL_COLUMNS)
@@ -236,7 +277,7 @@ def write_results(s, out: Path, records, best, finals, bases) -> None:
     counts = {t: Counter(r.status for r in records if r.target == t) for t in s.targets}
     encoder = next(iter(bases.values())).encoder
     run = {**asdict(s), "encoder": encoder}
-    write_atomically(out / SUMMARY, results.summary_markdown(run, best, final, counts))
+    write_atomically(out / SUMMARY, results.summary_markdown(run, best, final, counts, exports))
 
 
 def print_end(s, out: Path, best: dict, console: Console) -> None:
