@@ -92,11 +92,24 @@ def _optional(kind):
 
 
 def train_config_from_args(args: argparse.Namespace):
-    """The TrainConfig the parsed flags of `pram train` or `pram experiment` describe."""
+    """The TrainConfig the parsed flags of `pram train` or `pram experiment` describe. With `--settings FILE`
+    (a search's best.json) the file gives every setting and the TrainConfig flags given beside it override."""
     preset_name = "smoke" if args.smoke_test else args.preset
     # Only the flags given (the others are absent from args): `--gamma none` is a value, not "not given".
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
                  if hasattr(args, f.name) and f.name not in SET_BY_NAME}
+    if getattr(args, "settings", None):
+        from dataclasses import replace
+
+        from pram.settings import settings_from_file
+
+        found = settings_from_file(args.settings, args.target)
+        folders = {"out_dir": args.out_dir or f"runs/settings-{found.target}", "data_dir": args.data_dir,
+                   "cache_dir": args.cache_dir}
+        try:
+            return replace(found, **overrides, **folders)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     return train_config(args.dataset, args.mode, args.target, args.source, preset_name, args.eval_languages,
                         args.out_dir, args.data_dir, args.cache_dir, **overrides)
 
@@ -123,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train PRAM", description="Train PRAM on labelled source data and "
                            "unlabelled target text; checkpoints and metrics.json go to --out.")
     _add_train_args(train)
+    train.add_argument("--settings", default=None, metavar="BEST_JSON",
+                       help="train with the settings a search found: its results folder's best.json (the entry of "
+                            "--target); it fixes the corpus, languages and preset, and any setting flag given "
+                            "beside it (--max-steps 2000, --lr ...) overrides that setting alone")
 
     ex = sub.add_parser("experiment", help="repeated runs of APC variants x targets x seeds, summarised",
                         description="Run every combination of --variants, --targets and --seeds with the same "

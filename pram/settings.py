@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pram.config import DEFAULT_PRESET, TrainConfig, preset
 from pram.errors import UserError
 
@@ -73,3 +75,46 @@ def train_command(config: TrainConfig) -> str:
         text = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
         words += [f"--{name.replace('_', '-')}", text]
     return " ".join(shlex.quote(w) for w in words)
+
+
+def settings_from_file(path: str | Path, target: str | None = None) -> TrainConfig:
+    """The TrainConfig a search's best.json holds for `target` (its only target when None): what that target's
+    best trial trained with. A best.json from before it recorded `train_config` is rebuilt from the run.json
+    beside it (the preset, the search's training overrides, the trial's settings). The folders (out, data, cache)
+    are left to the run that reads it."""
+    import json
+    from dataclasses import replace
+
+    from pram.errors import at
+
+    path = Path(path)
+    try:
+        best = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{at(path)}: no such file: pass the best.json of a search's results folder") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{at(path)}: not a best.json of a search ({e})") from None
+    entries = {t: e for t, e in best.items() if isinstance(e, dict) and e.get("config") is not None} \
+        if isinstance(best, dict) else {}
+    if not entries:
+        raise UserError(f"{at(path)}: no target with settings: not the best.json of a search by tune/search.py")
+    if target is None and len(entries) > 1:
+        raise UserError(f"{at(path)}: settings for {', '.join(entries)}: say which with --target")
+    target = target or next(iter(entries))
+    if target not in entries:
+        raise UserError(f"{at(path)}: no settings for target {target}: it has {', '.join(entries)}")
+    entry = entries[target]
+    try:
+        if "train_config" in entry:
+            config = TrainConfig.from_dict(entry["train_config"])
+        else:
+            run = json.loads((path.parent / "run.json").read_text(encoding="utf-8"))
+            config = train_config(run["dataset"], run["mode"], target, sources=tuple(entry["sources"]),
+                                  preset_name=run["preset"], **run.get("train", {}), **entry["config"])
+            config = replace(config, selection=run["objective"], seed=run["seed"])
+    except FileNotFoundError:
+        raise UserError(f"{at(path)}: an older best.json (no train_config) without the run.json of its search "
+                        "beside it: copy run.json next to it, or give the settings as flags") from None
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise UserError(f"{at(path)}: its settings for {target} are not ones this pram reads ({e})") from None
+    return replace(config, out_dir=TrainConfig.out_dir, data_dir=None, cache_dir=None, quiet=False, threads=None)

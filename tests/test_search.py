@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import optuna
@@ -471,3 +472,56 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint(tmp_path, data_dir):
         rounds = [h["round"] for h in history if h["trial_id"] == t["trial_id"]]
         assert rounds == list(range(1, t["stopped_round"] + 1))
     assert {t.state.name for t in study_trials(out)} <= {"COMPLETE", "PRUNED"}
+
+
+def _train_config(*argv: str):
+    from pram.cli import build_parser, train_config_from_args
+
+    return train_config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_pram_train_settings_reads_an_older_best_json_with_its_run_json():
+    """The committed laptop search predates best.json's train_config: its run.json gives the preset and the
+    search's overrides, best.json the trial's settings."""
+    folder = ROOT / "results" / "search-conll-multi-laptop"
+    best = json.loads((folder / "best.json").read_text())["es"]
+    config = _train_config("--settings", str(folder / "best.json"), "--target", "es")
+    assert (config.dataset, config.sources, config.target) == ("conll", ("en", "de", "nl"), "es")
+    assert (config.max_steps, config.lr, config.batch_size, config.train_sentences) == (150, 1e-4, 8, 2000)
+    assert {k: getattr(config, k) for k in best["config"]} == best["config"]
+    assert config.encoder == "me5-small" and config.out_dir == "runs/settings-es" and config.data_dir is None
+    longer = _train_config("--settings", str(folder / "best.json"), "--target", "es", "--max-steps", "2000")
+    assert longer.max_steps == 2000 and replace(longer, max_steps=150) == config  # that field alone
+
+
+@pytest.mark.parametrize("content, argv, message", [
+    ("{", ["--target", "de"], "not a best.json of a search"),
+    ('{"de": {}}', ["--target", "de"], "no target with settings"),
+    ('{"de": {"config": {"tau": 0.2}}, "es": {"config": {"tau": 0.2}}}', [], "say which with --target"),
+    ('{"de": {"config": {"tau": 0.2}}}', ["--target", "nl"], "no settings for target nl"),
+    ('{"de": {"config": {"tau": 0.2}, "sources": ["en"]}}', ["--target", "de"], "without the run.json"),
+])
+def test_a_bad_settings_file_is_one_line(tmp_path, content, argv, message):
+    from pram.errors import UserError
+
+    (tmp_path / "best.json").write_text(content)
+    with pytest.raises(UserError, match=re.escape(message)):
+        _train_config("--settings", str(tmp_path / "best.json"), *argv)
+
+
+@pytest.mark.slow
+def test_pram_train_settings_repeats_the_best_trials_config_field_by_field(searched):
+    from tune.run import base_config
+    from tune.search import Settings
+
+    run = json.loads((searched / "run.json").read_text())
+    settings = Settings(**{**run, "targets": tuple(run["targets"]), "ranges": tuple(run["ranges"])})
+    best = json.loads((searched / "best.json").read_text())["de"]
+    trained = replace(base_config(settings, "de"), **best["config"])  # what run_trial gave the best trial
+    config = _train_config("--settings", str(searched / "best.json"), "--target", "de")
+    for f in fields(config):
+        if f.name not in ("out_dir", "data_dir", "cache_dir", "quiet", "threads"):
+            assert getattr(config, f.name) == getattr(trained, f.name), f.name
+    assert "pram train --settings" in (searched / "summary.md").read_text()
+    faster = _train_config("--settings", str(searched / "best.json"), "--target", "de", "--lr", "0.5")
+    assert faster.lr == 0.5 and replace(faster, lr=config.lr) == config

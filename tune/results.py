@@ -10,6 +10,7 @@ final.parquet    per target, variant (PRAM, the no-APC baseline), selection rule
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +195,15 @@ def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str,
     shown = [r for r in final if r["variant"] == variants[0] and r["selection"] == objective]
     lines += ["", test_sentences_line(shown)] if shown else []
     lines += _selection_lines(final, variants) + _other_lines(final, variants, objective)
+    commands = [(t, e) for t, e in best.items() if e and e.get("config") is not None]
+    if commands:
+        where = os.path.relpath(run["out"]) if run.get("out") else "<this folder>"
+        lines += ["", "Train each target's best settings again (longer, on all the data, on a GPU: any setting flag "
+                  "after `--settings` overrides that setting alone):", "", "```bash",
+                  *(f"pram train --settings {where}/best.json --target {t}" for t, _ in commands), "```"]
+        expanded = [f"# {t}: {e['command']}" for t, e in commands if e.get("command")]
+        if expanded:
+            lines[-1:-1] = ["# the same, flag by flag:", *expanded]
     if exports:
         lines += ["", "Each target's best PRAM model as a HuggingFace folder (under `ray/`, not in git; "
                   '`pipeline("token-classification", model=FOLDER, aggregation_strategy="first")` loads it, and its '

@@ -9,7 +9,7 @@ import math
 import os
 import shutil
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import optuna
@@ -21,12 +21,14 @@ from pram.config import TrainConfig
 from pram.errors import UserError
 from pram.files import write_atomically, write_json
 from pram.results import HISTORY_COLUMNS, RUN, SUMMARY, TRIAL_COLUMNS
-from pram.settings import targets_of, train_config
+from pram.settings import targets_of, train_command, train_config
 from tune import results
 from tune.cluster import local_auth_token, ray_running
 from tune.preflight import check_before_writing, only_search
 from tune.space import SEARCHED, describe, search_ranges
 
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+FOLDERS = ("out_dir", "data_dir", "cache_dir", "quiet", "threads")  # the machine's, not the setting's
 STATUS = {TrialState.COMPLETE: "TERMINATED", TrialState.PRUNED: "PRUNED", TrialState.FAIL: "ERROR"}
 RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}  # Tune's names of a trial's resources -> Ray's
 
@@ -220,9 +222,13 @@ def best_entry(study: optuna.Study, base: TrainConfig, s) -> dict:
         scored = [t for t in trials if t.state in states and t.value is not None]
         if scored:
             top = max(scored, key=lambda t: t.value)
+            trained = replace(base, **{k: v for k, v in top.params.items() if k in TRAIN_FIELDS})
             return {"study": study.study_name, "optuna_trial": top.number, "state": top.state.name,
                     "objective": s.objective, "value": top.value, "config": top.params,
-                    "sources": list(base.sources), "preset": s.preset, "encoder": base.encoder}
+                    "sources": list(base.sources), "preset": s.preset, "encoder": base.encoder,
+                    # every setting the trial trained with: `pram train --settings best.json` reads it
+                    "train_config": {k: v for k, v in trained.to_dict().items() if k not in FOLDERS},
+                    "command": train_command(trained)}
     return {}
 
 
