@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import socket
 import struct
@@ -24,6 +23,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from pram.errors import UserError
+from pram.files import publish_folder
 from pram.paths import default_cache_dir
 
 ME5_SMALL = "me5-small"
@@ -170,28 +170,6 @@ def write_me5_tokenizer(folder: Path) -> Path:
     return folder
 
 
-def _publish(tmp: Path, out_dir: Path, replace: bool) -> None:
-    """Move a finished folder into place; a concurrent build that got there first wins unless `replace`."""
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; a cache folder is readable like any other
-    for file in tmp.iterdir():
-        file.chmod(0o666 & ~umask)
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        if not replace:
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:  # another process published between our check and our rename: keep theirs
-        if not out_dir.exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 @dataclass(frozen=True)
 class FolderCheck:
     """What `check_encoder_folder` verified about a HuggingFace encoder folder."""
@@ -267,7 +245,7 @@ def _build_me5_small(out_dir: Path, replace: bool = False) -> FolderCheck:
         config.save_pretrained(tmp)
         write_me5_tokenizer(tmp)
         check = check_encoder_folder(tmp)
-        _publish(tmp, out_dir, replace)
+        publish_folder(tmp, out_dir, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -334,7 +312,7 @@ def build_tiny_encoder(out_dir: Path, vocab_words: list[str], hidden: int = 32, 
                             "unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                             "sep_token": "[SEP]", "mask_token": "[MASK]"}
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
-        _publish(tmp, out_dir, replace=True)
+        publish_folder(tmp, out_dir, replace=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

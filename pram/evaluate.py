@@ -60,7 +60,7 @@ class Predictions:
 
 
 Similarity = Callable[[torch.Tensor], torch.Tensor]
-"""A function from first-piece prototype representations (N, D) to q (N, K) (see train.similarity_fn)."""
+"""A function from first-piece prototype representations (N, D) to q (N, K) (see metrics.similarity_fn)."""
 
 
 @torch.no_grad()
@@ -131,7 +131,7 @@ def evaluate(model, encoded, label_names: list[str], pad_token_id: int, batch_si
     scores.update(prediction_stats(out.probs))
     if similarity is not None:
         scores["proto_f1"] = _entity_scores_of(gold, out.proto_words, label_names, gold_names)["f1"]
-        scores["q_entropy"] = float(-torch.special.xlogy(out.q, out.q).sum(-1).mean()) if len(out.q) else 0.0
+        scores["q_entropy"] = prediction_stats(out.q)["entropy"]
     return scores
 
 

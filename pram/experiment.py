@@ -156,22 +156,21 @@ def histories_of(rows: list[dict], runs_dir: Path, base: TrainConfig, target: st
 
 DIAGNOSTIC_COLUMNS = (("q_entropy_target", "H(q) target, nats", 3), ("proto_f1_target", "argmax q F1", 2),
                       ("target_dev_f1", "head F1", 2), ("proto_cos_mean", "prototype cosine", 3),
-                      ("grad_norm_apc_target", "‖∇ β·L_c target‖ / ‖∇ L_sup‖", 3))
+                      ("grad_ratio_target", "‖∇ β·L_c target‖ / ‖∇ L_sup‖", 3))
 
 
 def diagnostics_lines(histories: dict[str, list[list[dict]]], target: str) -> list[str]:
     """The diagnostics of q at the last evaluation, mean over seeds (target dev of `target`)."""
-    def value(h: dict, key: str) -> float:
-        return h[key] / h["grad_norm_sup"] if key == "grad_norm_apc_target" and h.get("grad_norm_sup") else h[key]
+    from pram.metrics import gradient_ratios
 
     lines = [f"Diagnostics of q at the last evaluation on {target} dev, mean over seeds (README, *Diagnostics of q*):",
              "", "| variant | runs | " + " | ".join(name for _, name, _ in DIAGNOSTIC_COLUMNS) + " |",
              "|---|---|" + "---|" * len(DIAGNOSTIC_COLUMNS)]
     for variant, runs in histories.items():
-        last = [run[-1] for run in runs if run and "q_entropy_target" in run[-1]]
+        last = [{**run[-1], **gradient_ratios(run[-1])} for run in runs if run and "q_entropy_target" in run[-1]]
         if not last:
             continue
-        cells = [f"{statistics.mean(value(h, key) for h in last):.{digits}f}" for key, _, digits in DIAGNOSTIC_COLUMNS]
+        cells = [f"{statistics.mean(h[key] for h in last):.{digits}f}" for key, _, digits in DIAGNOSTIC_COLUMNS]
         lines.append(f"| {VARIANT_NAMES.get(variant, variant)} | {len(last)} | " + " | ".join(cells) + " |")
     return [*lines, ""] if len(lines) > 4 else []
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pram.config import TrainConfig
 from pram.errors import UserError, at
+from pram.files import publish_folder
 
 
 def to_huggingface(model, label_names: list[str]):
@@ -86,7 +87,7 @@ def export(checkpoint: str | Path, out: str | Path, encoder: str | None = None, 
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(info, run_metrics, command or f"pram export {checkpoint} {out}",
                                                   scores), encoding="utf-8")
-        tmp.rename(out)
+        publish_folder(tmp, out, replace=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

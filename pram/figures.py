@@ -80,10 +80,12 @@ def diagnostics_figure(histories: dict[str, list[list[dict]]], names: dict[str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pram.metrics import gradient_ratios
+
     fig, axes = plt.subplots(1, len(DIAGNOSTIC_PANELS), figsize=(5 * len(DIAGNOSTIC_PANELS), 3.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for colour, (variant, found) in zip(colours, histories.items()):
-        runs = [[_with_ratios(h) for h in run] for run in found if run and "q_entropy_target" in run[-1]]
+        runs = [[{**h, **gradient_ratios(h)} for h in run] for run in found if run and "q_entropy_target" in run[-1]]
         if not runs:
             continue
         steps = [h["step"] for h in runs[0]]
@@ -104,9 +106,3 @@ def diagnostics_figure(histories: dict[str, list[list[dict]]], names: dict[str, 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _with_ratios(h: dict) -> dict:
-    sup = h.get("grad_norm_sup") or float("nan")
-    return {**h, "grad_ratio_source": h.get("grad_norm_apc_source", float("nan")) / sup,
-            "grad_ratio_target": h.get("grad_norm_apc_target", float("nan")) / sup}

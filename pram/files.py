@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -37,3 +38,26 @@ def write_parquet(path: Path, table: pa.Table) -> Path:
 def write_json(path: Path, value) -> Path:
     """JSON, indented for a reader, written atomically."""
     return write_atomically(path, json.dumps(value, indent=1) + "\n")
+
+
+def publish_folder(tmp: Path, out_dir: Path, replace: bool) -> None:
+    """Move a finished folder (written beside `out_dir`) into place, readable like any other folder; one that
+    got there first (a concurrent build) wins unless `replace`."""
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; a cache folder is readable like any other
+    for file in tmp.iterdir():
+        file.chmod(0o666 & ~umask)
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        if not replace:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:  # another process published between our check and our rename: keep theirs
+        if not out_dir.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)

@@ -15,6 +15,14 @@ from pram.losses import similarity_distribution
 from pram.objective import Banks
 
 
+def gradient_ratios(metrics: dict) -> dict:
+    """The APC terms' gradient norms on the encoder as fractions of L_sup's (`grad_ratio_source`,
+    `grad_ratio_target`); NaN where an evaluation has no norms."""
+    sup = metrics.get("grad_norm_sup") or math.nan
+    return {"grad_ratio_source": metrics.get("grad_norm_apc_source", math.nan) / sup,
+            "grad_ratio_target": metrics.get("grad_norm_apc_target", math.nan) / sup}
+
+
 def bank_stats(banks: Banks, sources: tuple[str, ...]) -> dict:
     """How often each bank was updated, and the mean cosine distance between two banks' shared prototypes."""
     stats = {f"bank_updates_{lang}": int(banks.updates[i]) for i, lang in enumerate(sources)}

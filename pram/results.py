@@ -1,6 +1,7 @@
 """The one owner of a search's results folder (results/README.md lists its files): their names, the Parquet
 schemas, the metric each objective maximises, the variants' names, the final-row lookup, the mean ± sd of a
-final row, and the atomic write. tune/ writes through it; the dashboard and `pram report` read through it.
+final row (the files themselves are written through pram/files.py). tune/ writes through it; the dashboard and
+`pram report` read through it.
 
 Only the files are read, never Ray: a folder committed to git without its `ray/` still makes a page.
 """

@@ -49,6 +49,16 @@ def train_config(dataset: str = "conll", mode: str = "single", target: str | Non
         raise UserError(str(e)) from None
 
 
+def search_config(dataset: str, mode: str, target: str, preset_name: str, train: dict, objective: str, seed: int,
+                  **folders) -> TrainConfig:
+    """Where every trial of a search for `target` starts: the preset with the search's training overrides, its
+    objective as the selection rule, its seed. folders: out_dir, data_dir, cache_dir."""
+    from dataclasses import replace
+
+    return replace(train_config(dataset, mode, target, preset_name=preset_name, **folders, **train),
+                   selection=objective, seed=seed)
+
+
 def targets_of(dataset: str, mode: str, data_dir: str | None = None) -> tuple[str, ...]:
     """The languages a search may target: single-source, every language but English; multi, every one."""
     return tuple(lang for lang in corpus_languages(dataset, data_dir) if mode == "multi" or lang != "en")
@@ -109,9 +119,8 @@ def settings_from_file(path: str | Path, target: str | None = None) -> TrainConf
             config = TrainConfig.from_dict(entry["train_config"])
         else:
             run = json.loads((path.parent / "run.json").read_text(encoding="utf-8"))
-            config = train_config(run["dataset"], run["mode"], target, sources=tuple(entry["sources"]),
-                                  preset_name=run["preset"], **run.get("train", {}), **entry["config"])
-            config = replace(config, selection=run["objective"], seed=run["seed"])
+            config = replace(search_config(run["dataset"], run["mode"], target, run["preset"], run.get("train", {}),
+                                           run["objective"], run["seed"]), **entry["config"])
     except FileNotFoundError:
         raise UserError(f"{at(path)}: an older best.json (no train_config) without the run.json of its search "
                         "beside it: copy run.json next to it, or give the settings as flags") from None

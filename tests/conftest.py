@@ -38,6 +38,20 @@ def smoke_search(tmp_path_factory, data_dir) -> SimpleNamespace:
 
 
 @pytest.fixture
+def pram(capsys):
+    """The console script in this process (what `pram ARGS` runs): its exit status and what it printed.
+    Keyword env_args are appended to the arguments."""
+    from pram.cli import main
+
+    def run(*args: str, env_args=()) -> SimpleNamespace:
+        capsys.readouterr()
+        returncode = main([*args, *env_args])
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=returncode, stdout=out.out, stderr=out.err)
+    return run
+
+
+@pytest.fixture
 def tmp_cache(tmp_path, monkeypatch) -> Path:
     """An empty cache folder, also set as $PRAM_CACHE_DIR so that nothing lands in ~/.cache/pram."""
     cache = tmp_path / "cache"

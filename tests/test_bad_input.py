@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from pram.cli import main
 from pram.config import preset
 from pram.train import train
 
@@ -21,17 +20,6 @@ def checkpoint(data_dir, tmp_path_factory) -> Path:
     train(preset("smoke", data_dir=str(data_dir), cache_dir=str(tmp_path_factory.mktemp("cache")),
                  out_dir=str(out), quiet=True, eval_languages=(), max_steps=20))
     return out / "checkpoints" / "best-target-dev"
-
-
-@pytest.fixture
-def pram(capsys):
-    """The console script in this process (what `pram ARGS` runs): its exit status and what it printed."""
-    def run(*args: str) -> SimpleNamespace:
-        capsys.readouterr()
-        returncode = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=returncode, stdout=out.out, stderr=out.err)
-    return run
 
 
 def _one_line(done: SimpleNamespace, names: str) -> None:

@@ -4,12 +4,10 @@ checkpoints that know the base encoder they apply to."""
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
-from pram.cli import main
 from pram.config import preset
 from pram.data.readers import read_file
 from pram.encoder import build_tiny_encoder
@@ -25,17 +23,6 @@ def checkpoint(data_dir, tmp_path_factory) -> Path:
                     out_dir=str(out), quiet=True, eval_languages=())
     train(config)
     return out / "checkpoints" / "best-target-dev"
-
-
-@pytest.fixture
-def pram(capsys):
-    """The console script in this process (what `pram ARGS` runs): its exit status and what it printed."""
-    def run(*args: str, env_args=()) -> SimpleNamespace:
-        capsys.readouterr()
-        returncode = main([*args, *env_args])
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=returncode, stdout=out.out, stderr=out.err)
-    return run
 
 
 def test_the_exported_folder_tags_like_pram_predict_in_the_pipeline(pram, checkpoint, data_dir, tmp_path):

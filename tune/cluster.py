@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 
 from pram.errors import UserError
+from pram.files import write_json
 
 MAX_SOCKET_PATH = 107
 SESSION_SUFFIX = 62  # what Ray appends: /session_<date>_<time>_<us>_<pid>/sockets/plasma_store
@@ -76,9 +77,7 @@ def record_processes(ray_dir: Path) -> dict[int, float]:
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
             known[child.pid] = child.create_time()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known))
-    os.replace(tmp, path)
+    write_json(path, known)
     return known
 
 

@@ -21,7 +21,7 @@ from pram.config import TrainConfig
 from pram.errors import UserError
 from pram.files import write_atomically, write_json
 from pram.results import HISTORY_COLUMNS, RUN, SUMMARY, TRIAL_COLUMNS
-from pram.settings import targets_of, train_command, train_config
+from pram.settings import search_config, targets_of, train_command
 from tune import results
 from tune.cluster import local_auth_token, ray_running
 from tune.preflight import check_before_writing, only_search
@@ -39,9 +39,8 @@ def base_config(s, target: str) -> TrainConfig:
     if target not in targets:
         raise UserError(f"--targets: {target!r} is not a target of {s.dataset} in {s.mode}-source mode; "
                         f"choose from {','.join(targets)}")
-    config = train_config(s.dataset, s.mode, target, preset_name=s.preset, data_dir=s.data_dir,
-                          cache_dir=s.cache_dir, out_dir=str(Path(s.out) / "ray" / "work"), **s.train)
-    return replace(config, selection=s.objective, seed=s.seed)
+    return search_config(s.dataset, s.mode, target, s.preset, s.train, s.objective, s.seed, data_dir=s.data_dir,
+                         cache_dir=s.cache_dir, out_dir=str(Path(s.out) / "ray" / "work"))
 
 
 def schedule(config: TrainConfig, ranges: dict) -> tuple[int, int]:
