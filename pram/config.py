@@ -19,6 +19,7 @@ PRECISIONS = ("fp32", "bf16")
 PROTO_LAYERS = ("last", "mean4")
 PROTO_SPACES = ("hidden", "centered", "projection")
 LAM_WEIGHTS = ("old", "new")
+LR_SCHEDULES = ("constant", "linear")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class TrainConfig:
     frozen_layers: int = 3
     """Bottom encoder layers kept frozen (the embeddings too, with freeze_embeddings)."""
     freeze_embeddings: bool = True
+    head_dropout: float | None = None
+    """Dropout before the linear classifier; None: the encoder's hidden_dropout_prob (0.1 for me5-small, mBERT)."""
 
     # Optimisation (Algorithm 1)
     batch_size: int = 32
@@ -54,7 +57,13 @@ class TrainConfig:
     target_batch_size: int | None = None
     """Unlabelled target sentences per step; None: batch_size."""
     lr: float = 5e-5
+    lr_schedule: str = "constant"
+    """constant, or linear: from 0 to lr over the warm-up, then down to 0 at max_steps (HuggingFace Trainer's
+    default, get_linear_schedule_with_warmup)."""
+    warmup: float = 0.0
+    """Fraction of max_steps the linear schedule warms up over."""
     weight_decay: float = 0.01
+    """AdamW's decoupled weight decay."""
     max_steps: int = 400
     eval_every: int = 100
     patience: int | None = None
@@ -131,6 +140,12 @@ class TrainConfig:
             (self.gamma is None or self.gamma > 0, "gamma must be positive"),
             (0 <= self.beta_start <= 1 and 0 <= self.beta_ramp <= 1, "beta_start and beta_ramp are fractions"),
             (self.max_steps > 0 and self.eval_every > 0 and self.batch_size > 0, "steps and sizes must be positive"),
+            (self.target_batch_size is None or self.target_batch_size > 0, "target_batch_size must be positive"),
+            (self.frozen_layers >= 0, "frozen_layers must not be negative"),
+            (self.lr > 0 and self.weight_decay >= 0, "lr must be positive and weight_decay not negative"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}"),
+            (0 <= self.warmup < 1, "warmup is a fraction of max_steps, in [0, 1)"),
+            (self.head_dropout is None or 0 <= self.head_dropout < 1, "head_dropout must be in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -165,9 +180,13 @@ class TrainConfig:
         return cls(**values)
 
 
-# The settings a search may vary (tune/space.py): numbers, drawn from ranges, and names, drawn as a choice.
-SEARCHABLE = ("tau", "lam", "alpha", "beta", "gamma", "beta_start", "beta_ramp")
-CATEGORICAL = ("proto_layers", "proto_space", "lam_weights")
+# The settings a search may vary (tune/space.py), in the order a trial suggests them: numbers, drawn from
+# ranges (INTEGER ones as whole numbers) or a list, and names, drawn as a choice. Not the step budget
+# (max_steps, eval_every): ASHA compares trials at the same evaluation rounds.
+SEARCHABLE = ("tau", "lam", "alpha", "beta", "gamma", "beta_start", "beta_ramp", "lr", "warmup", "weight_decay",
+              "head_dropout", "batch_size", "target_batch_size", "frozen_layers", "proto_dim")
+INTEGER = ("batch_size", "target_batch_size", "frozen_layers", "proto_dim")
+CATEGORICAL = ("proto_layers", "proto_space", "lam_weights", "lr_schedule", "source_sampling")
 
 PRESETS: dict[str, dict] = {
     # Seconds on a CPU: a random 2-layer BERT, a few hundred real sentences. For tests and --smoke-test.

@@ -37,10 +37,11 @@ class TokenClassifier(nn.Module):
     @classmethod
     def from_encoder(cls, name_or_path: str, num_labels: int, frozen_layers: int = 3,
                      freeze_embeddings: bool = True, proto_layers: str = "last",
-                     proto_dim: int | None = None) -> TokenClassifier:
+                     proto_dim: int | None = None, dropout: float | None = None) -> TokenClassifier:
+        """dropout: before the classifier; None: the encoder's hidden_dropout_prob."""
         encoder = load_encoder(name_or_path, add_pooling_layer=False)
-        model = cls(encoder, num_labels, dropout=encoder.config.hidden_dropout_prob, proto_layers=proto_layers,
-                    proto_dim=proto_dim)
+        dropout = encoder.config.hidden_dropout_prob if dropout is None else dropout
+        model = cls(encoder, num_labels, dropout=dropout, proto_layers=proto_layers, proto_dim=proto_dim)
         model.freeze(frozen_layers, freeze_embeddings)
         return model
 
@@ -48,7 +49,8 @@ class TokenClassifier(nn.Module):
     def from_config(cls, name_or_path: str, num_labels: int, config) -> TokenClassifier:
         """The model a TrainConfig describes (its frozen layers and prototype representation)."""
         return cls.from_encoder(name_or_path, num_labels, config.frozen_layers, config.freeze_embeddings,
-                                config.proto_layers, config.proto_dim if config.proto_space == "projection" else None)
+                                config.proto_layers, config.proto_dim if config.proto_space == "projection" else None,
+                                config.head_dropout)
 
     def freeze(self, frozen_layers: int, freeze_embeddings: bool) -> None:
         """Freeze the embeddings and the bottom layers, as the paper does after Wu et al. (2020b)."""

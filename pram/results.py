@@ -19,6 +19,7 @@ from pram.errors import UserError, at
 
 RUN, BEST, TRIALS, HISTORY, FINAL = "run.json", "best.json", "trials.parquet", "history.parquet", "final.parquet"
 SUMMARY, OPTUNA_DB, DASHBOARD, PAPER_TABLES = "summary.md", "optuna.db", "dashboard.html", "paper-tables.md"
+SPACE = "space.yaml"  # the copy of the search space file the search draws from
 REQUIRED = (RUN, BEST, TRIALS, HISTORY)
 OBJECTIVE_METRICS = {"target-dev": "target_dev_f1", "source-dev": "source_dev_f1"}
 """The metric a search maximises (and a run selects on) for each --objective / --selection."""
@@ -105,6 +106,23 @@ class SearchFolder:
     def optuna_db(self) -> Path | None:
         db = self.path / OPTUNA_DB
         return db if db.is_file() else None
+
+    @property
+    def searched(self) -> list[str]:
+        """The settings the search drew: the names in its space.yaml (older folders: the paper's five) and its
+        --range's, with any other setting that varies across its trials."""
+        import yaml
+
+        space = self.path / SPACE
+        try:
+            names = list(yaml.safe_load(space.read_text(encoding="utf-8")) or {}) if space.is_file() else \
+                ["tau", "lam", "alpha", "beta", "gamma"]
+        except (yaml.YAMLError, AttributeError, TypeError):
+            names = []
+        names += [r.partition("=")[0].strip().replace("-", "_") for r in self.run.get("ranges", ())]
+        order = SEARCHABLE + CATEGORICAL
+        names += [p for p in order if len({str(t.get(p)) for t in self.trials}) > 1]
+        return sorted(set(names) & set(order), key=order.index)
 
     def final_row(self, target: str, variant: str, selection: str, lang: str) -> dict | None:
         return find_final(self.final, target, variant, selection, lang)

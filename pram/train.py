@@ -29,7 +29,7 @@ from pram.objective import Banks, Weights, objective_parts
 from pram.report import TrainingDisplay, final_table
 from pram.selection import empty_best, first_selectable_step, record_best
 
-__all__ = ["build_model", "first_pieces", "first_selectable_step", "pick_device", "train", "train_step"]
+__all__ = ["build_model", "first_pieces", "first_selectable_step", "lr_at", "pick_device", "train", "train_step"]
 
 Report = Callable[[dict, Path], None]
 
@@ -44,6 +44,18 @@ def first_pieces(model, batch: dict, device: str):
     h, logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
     first = (batch["word_ids"] >= 0).to(device)
     return h[first].float(), logits[first].float(), batch["labels"].to(device)[first]
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """The learning rate of training step `step` (0-based). `linear` is HuggingFace's
+    get_linear_schedule_with_warmup written as a function of the step, so that a resumed run repeats it with no
+    scheduler state to save."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    warm = round(config.warmup * config.max_steps)
+    if step < warm:
+        return config.lr * step / max(1, warm)
+    return config.lr * max(0.0, (config.max_steps - step) / max(1, config.max_steps - warm))
 
 
 def build_model(config: TrainConfig, data: TrainData, device: str) -> TokenClassifier:
@@ -83,6 +95,8 @@ def train_step(model, optimizer, banks: Banks, data: TrainData, config: TrainCon
     gradients = gradient_norms(model, parts) if measure_gradients else {}
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(config, step)
     optimizer.step()
     return banks, {**terms, "beta": beta}, gradients
 
@@ -140,7 +154,8 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             if not _evaluates_after(state["step"] - 1, config):
                 continue
             n = (state["step"] - 1) % config.eval_every + 1  # steps since the last evaluation
-            metrics = {"step": state["step"], **{k: v / n for k, v in running.items()}, **gradients,
+            metrics = {"step": state["step"], "lr": lr_at(config, state["step"] - 1),
+                       **{k: v / n for k, v in running.items()}, **gradients,
                        **dev_metrics(model, data, config, device, banks), **bank_stats(banks, config.sources)}
             metrics["collapse"] = collapsed(metrics, config)
             running, state["elapsed"] = {}, elapsed_before + time.time() - started

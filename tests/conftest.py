@@ -28,12 +28,14 @@ def docs_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_search(tmp_path_factory, data_dir) -> SimpleNamespace:
-    """One multi-source smoke search on CoNLL (target de, 4 trials, 2 final seeds and the no-APC baseline),
-    run once for every test that reads its results folder: out, the finished process, its cache, seconds."""
+    """One multi-source smoke search on CoNLL (target de, 4 trials, 2 final seeds and the no-APC baseline) with
+    tests/spaces/every-kind.yaml (a setting of every kind a space offers), run once for every test that reads its
+    results folder: out, the finished process, its cache, seconds."""
     root = tmp_path_factory.mktemp("smoke-search")
     out = root / "results" / "conll-multi-smoke"
     started = time.monotonic()
-    run = run_search(out, data_dir, root / "cache", "--final-seeds", "2")
+    space = Path(__file__).parent / "spaces" / "every-kind.yaml"
+    run = run_search(out, data_dir, root / "cache", "--final-seeds", "2", "--space", str(space))
     return SimpleNamespace(out=out, run=run, cache=root / "cache", seconds=time.monotonic() - started)
 
 

@@ -92,11 +92,12 @@ def test_the_representation_settings_are_searched_as_choices_of_names():
 @pytest.mark.parametrize("text, message", [
     ("tau", "NAME=LOW:HIGH"),
     ("proto_space=hidden,flat", "proto_space must be one of"),
-    ("lr=0.1:0.2", "cannot be searched"),
-    ("tau=0.3:0.1", "low end must be below"),
+    ("max_steps=100:200", "a setting the search does not vary"),
+    ("tau=0.3:0.1", "low 0.3 is not below high 0.1"),
     ("lam=0.5:1.2", "lam must be in [0, 1)"),
-    ("gamma=1.0,x", "not LOW:HIGH"),
-    ("tau=nan:1", "every value must be a finite number"),
+    ("gamma=1.0,x", "'x' is not a number"),
+    ("tau=nan:1", "is not a finite number"),
+    ("tau=0.1:0.2:0.3:4", "is not LOW:HIGH, LOW:HIGH:log"),
 ])
 def test_a_bad_range_is_refused_with_one_line(text, message):
     from pram.errors import UserError
@@ -177,7 +178,7 @@ def test_a_second_search_on_a_busy_results_folder_is_refused(tmp_path, data_dir)
 
 @pytest.mark.parametrize("extra, message", [
     (["--targets", "de,xx"], "'xx' is not a target of conll in multi-source mode; choose from en,de,es,nl"),
-    (["--range", "tau=0.3:0.1"], "--range tau=0.3:0.1: the low end must be below the high end"),
+    (["--range", "tau=0.3:0.1"], "--range tau=0.3:0.1: low 0.3 is not below high 0.1"),
     (["--resume"], "nothing to resume"),
 ])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, data_dir, extra, message):

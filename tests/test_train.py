@@ -317,3 +317,39 @@ def test_a_laptop_run_scores_the_whole_test_set(data_dir, tmp_path, monkeypatch)
     assert final["test"]["de"]["sentences"] == 3005 and final["test"]["en"]["sentences"] == 3453
     assert final["selected_by"]["source-dev"]["step"] == final["selected_by"]["target-dev"]["step"] == 2
     assert len(scored) == 1 and final["selected_by"]["source-dev"]["test"] == final["test"]  # scored once
+
+
+def test_the_linear_schedule_is_huggingfaces_warm_up_then_decay():
+    """lr_at against transformers' own get_linear_schedule_with_warmup, stepped as the Trainer steps it."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from pram.train import lr_at
+
+    config = preset("smoke", lr=3e-3, lr_schedule="linear", warmup=0.1)  # 60 steps, 6 of warm-up
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 6, config.max_steps)
+    theirs = []
+    for _ in range(config.max_steps):
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    ours = [lr_at(config, step) for step in range(config.max_steps)]
+    assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)
+    assert ours[0] == 0 and ours[6] == pytest.approx(3e-3) and ours[33] == pytest.approx(3e-3 * 27 / 54)
+    assert {lr_at(preset("smoke"), step) for step in range(60)} == {3e-3}  # constant: the preset's rate
+
+
+@pytest.mark.slow
+def test_a_resumed_run_with_the_linear_schedule_and_head_dropout_repeats_the_uninterrupted_run(
+        smoke_config, smoke_data, tmp_path):
+    config = replace(smoke_config, lr_schedule="linear", warmup=0.2, head_dropout=0.3, out_dir=str(tmp_path / "a"))
+    whole = train(config, smoke_data)
+    assert [h["lr"] for h in whole["history"]] == pytest.approx([3e-3 * 41 / 48, 3e-3 * 21 / 48, 3e-3 * 1 / 48])
+    cut = replace(config, out_dir=str(tmp_path / "b"))
+    with pytest.raises(Interrupted):
+        train(cut, smoke_data, report=interrupt_at(20))
+    resumed = train(cut, smoke_data, resume=True)
+    assert resumed["history"][-1]["loss"] == pytest.approx(whole["history"][-1]["loss"], rel=1e-5)
+    assert resumed["test"]["de"]["f1"] == whole["test"]["de"]["f1"]
+    model = build_model(config, smoke_data, "cpu")
+    assert model.dropout.p == 0.3 and build_model(smoke_config, smoke_data, "cpu").dropout.p == 0.1

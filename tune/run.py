@@ -20,12 +20,12 @@ from rich.console import Console
 from pram.config import TrainConfig
 from pram.errors import UserError
 from pram.files import write_atomically, write_json
-from pram.results import HISTORY_COLUMNS, RUN, SUMMARY, TRIAL_COLUMNS
+from pram.results import HISTORY_COLUMNS, RUN, SPACE, SUMMARY, TRIAL_COLUMNS
 from pram.settings import search_config, targets_of, train_command
 from tune import results
 from tune.cluster import local_auth_token, ray_running
 from tune.preflight import check_before_writing, only_search
-from tune.space import SEARCHED, describe, search_ranges
+from tune.space import SEARCHED, describe, search_ranges, space_hash, space_path
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 FOLDERS = ("out_dir", "data_dir", "cache_dir", "quiet", "threads")  # the machine's, not the setting's
@@ -71,7 +71,7 @@ def trial_resources(s, cluster: dict) -> tuple[dict, int, int]:
 
 def run_search(s, resume: bool) -> int:
     out = Path(s.out)
-    ranges = search_ranges(s.dataset, s.ranges)
+    ranges, space_text = search_space(s)
     bases = {target: base_config(s, target) for target in s.targets}  # bad input fails before Ray starts
     check_before_writing(s)  # the folder, the storage, the cluster: before anything is written
     created = out  # the outermost folder this search creates (None: out was there already)
@@ -82,18 +82,31 @@ def run_search(s, resume: bool) -> int:
     progress = {"trials": False}
     with only_search(out):  # a second search on this folder is refused here, and removes nothing
         try:
-            return _search(s, out, ranges, bases, resume, progress)
+            return _search(s, out, ranges, bases, resume, progress, space_text)
         except UserError:
             if created and not progress["trials"]:
                 shutil.rmtree(created, ignore_errors=True)  # a search that never started a trial leaves no folder
             raise
 
 
-def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dict) -> int:
+def search_space(s) -> tuple[dict, str]:
+    """The ranges a search draws from, and its space file's text: the folder's copy (space.yaml) once the search
+    has started, which must still be the file its run.json names by hash."""
+    copy = Path(s.out) / SPACE
+    path = copy if copy.exists() else space_path(s.space, s.dataset)
+    text = path.read_text(encoding="utf-8")
+    if s.space_sha256 and space_hash(text) != s.space_sha256:
+        raise UserError(f"{path} is not the space this search was made with (its sha256 differs from run.json's): "
+                        "put the original back, or start a new search with another --out")
+    return search_ranges(s.dataset, s.ranges, path), text
+
+
+def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dict, space_text: str) -> int:
     if not s.address:
         local_auth_token(out)
     if not resume:
         write_json(out / RUN, asdict(s))
+        write_atomically(out / SPACE, space_text)
     # Ctrl+C ends the driver at once (Tune's handler would let it go on to the next stage); --resume goes on.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     # The live view replaces Tune's reporter (Ray 2.60's new one prints its banner even with verbose=0), and

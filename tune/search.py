@@ -24,7 +24,7 @@ from pram.cli import add_config_flags
 from pram.config import PRESETS, TrainConfig
 from pram.errors import UserError
 from pram.results import OBJECTIVE_METRICS
-from tune.space import SAMPLERS, SCHEDULERS, SEARCHABLE
+from tune.space import PAPER_SETTINGS, SAMPLERS, SCHEDULERS, SHIPPED, search_ranges, space_hash, space_path
 
 # What a search does by default with each preset. The laptop schedule is shorter than `pram train`'s laptop
 # preset, with a larger learning rate and shorter sentences: measured on 2 cores (me5-small, 1 thread a trial,
@@ -72,6 +72,9 @@ class Settings:
     scheduler: str = "asha"
     keep_checkpoints: bool = False
     connect_timeout: float = 15.0
+    space: str = "paper"
+    """--space: a shipped space's name or the absolute path of a YAML file; <out>/space.yaml is its copy."""
+    space_sha256: str | None = None
 
     @property
     def metric(self) -> str:
@@ -84,8 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search PRAM's hyper-parameters (Optuna TPE + ASHA on Ray Tune by default), one study "
                     "per target language, then retrain each target's best settings with --final-seeds seeds "
                     "and report test F1 beside the paper's.",
-        epilog="searched by default (the paper's ranges, Appendix A): tau 0.15:0.25, lam 0.8:0.99, "
-               "alpha and beta 0.5:1.5 (conll) or 1.0:3.0 (wikiann), gamma 1.0,1.5,2.0.\n"
+        epilog="searched by default (--space paper: the paper's ranges, Appendix A): tau 0.15:0.25, lam "
+               "0.8:0.99, alpha and beta 0.5:1.5 (conll) or 1.0:3.0 (wikiann), gamma 1.0,1.5,2.0.\n"
+               "a space file (--space FILE.yaml; tune/spaces/ holds paper-* and wide-*), one line a setting:\n"
+               "  tau: {low: 0.02, high: 0.3, log: true}\n"
+               "  frozen_layers: {low: 0, high: 6}\n"
+               "  gamma: [1.0, 1.5, 2.0, none]\n"
+               "  proto_space: [hidden, projection]\n"
+               "  proto_dim: {low: 32, high: 256, log: true, when: {proto_space: projection}}\n"
                "dashboards: optuna-dashboard sqlite:///<out>/optuna.db --host 127.0.0.1; "
                "tensorboard --logdir <out>/ray/experiments --host 127.0.0.1")
     p.add_argument("--dataset", choices=("conll", "wikiann"), required=True, help="corpus")
@@ -136,11 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-seeds", type=int, default=None,
                    help="seeds each target's best settings are retrained with; 0 skips it "
                         "(default: 2 for smoke and laptop, 5 for paper)")
+    p.add_argument("--space", default=None, metavar="NAME|FILE",
+                   help=f"the search space: {' or '.join(SHIPPED)} (tune/spaces/<name>-<dataset>.yaml) or a YAML "
+                        "file in the same format (see below); default: paper. It is copied to <out>/space.yaml")
     p.add_argument("--range", dest="ranges", action="append", default=[], metavar="NAME=SPEC",
-                   help="replace or add a searched range: NAME=LOW:HIGH (uniform), NAME=A,B,C (a choice, "
-                        "'none' allowed for gamma) or NAME=V (fixed). NAME: tau, lam, alpha, beta, gamma, "
-                        "beta_start, beta_ramp, or as a choice of names proto_layers (last,mean4), proto_space "
-                        "(hidden,centered,projection), lam_weights (old,new); e.g. --range tau=0.02:0.3 "
+                   help="replace or add one setting of the space: NAME=LOW:HIGH (uniform), NAME=LOW:HIGH:log, "
+                        "NAME=A,B,C (a choice, 'none' allowed for gamma) or NAME=V (fixed). NAME: any setting "
+                        "a space file may name, e.g. --range tau=0.02:0.3:log --range lr=1e-5:3e-4:log "
                         "--range gamma=1.0,2.0 --range proto_space=hidden,projection")
     p.add_argument("--no-prune-collapsed", dest="prune_collapsed", action="store_false",
                    help="keep training trials whose target predictions collapsed (by default they are "
@@ -167,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Arrow and encoder cache (default: $PRAM_CACHE_DIR, ~/.cache/pram)")
     group = p.add_argument_group("training settings",
                                  "override the preset for every trial (see pram/config.py)")
-    add_config_flags(group, skip=NOT_FLAGS | set(SEARCHABLE), dest_prefix="train_", show_default=False)
+    add_config_flags(group, skip=NOT_FLAGS | set(PAPER_SETTINGS), dest_prefix="train_", show_default=False)
     return p
 
 
@@ -183,18 +194,32 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         try:
             values = json.loads(saved.read_text())
             values.update(targets=tuple(values["targets"]), ranges=tuple(values["ranges"]))
-            return Settings(**values)
+            settings = Settings(**values)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise UserError(f"--resume: {saved} is not the settings of a search by tune/search.py ({type(e).__name__}: "
                             f"{e}): pass the --out of the search to continue") from None
+        if args.space is not None:
+            given = space_hash(space_path(args.space, settings.dataset).read_text(encoding="utf-8"))
+            if given != (settings.space_sha256 or space_hash(space_path("paper", settings.dataset).read_text())):
+                raise UserError(f"--resume: the search in {out} was made with the space {settings.space}, and "
+                                f"--space {args.space} differs from it: resume without --space, or start a new "
+                                "search with another --out")
+        return settings
     if saved.exists():
         raise UserError(f"{out} already holds a search: pass --resume to continue it, or choose another "
                         "--out (or delete the folder)")
     defaults = SEARCH_DEFAULTS[preset_name]
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip()) if args.targets else \
         DEFAULT_TARGETS[args.dataset]
-    train = {**defaults["train"], **{f.name: getattr(args, f"train_{f.name}") for f in fields(TrainConfig)
-                                     if hasattr(args, f"train_{f.name}")}}
+    given = {f.name: getattr(args, f"train_{f.name}") for f in fields(TrainConfig) if hasattr(args, f"train_{f.name}")}
+    train = {**defaults["train"], **given}
+    space = space_path(args.space or "paper", args.dataset)
+    ranges = search_ranges(args.dataset, args.ranges, space)  # a mistake in the space ends here, before any write
+    clash = [name for name in given if name in ranges]
+    if clash:
+        flag = clash[0].replace("_", "-")
+        raise UserError(f"--{flag} {given[clash[0]]}: the space searches {clash[0]}, so the flag would be "
+                        f"overridden; fix it with --range {clash[0]}={given[clash[0]]} instead")
     from pram.data.corpora import resolve_data_dir
 
     for flag, value, least in (("--num-samples", args.num_samples, 1),
@@ -219,7 +244,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None, ranges=tuple(args.ranges),
         train=train, prune_collapsed=args.prune_collapsed, max_failures=args.max_failures,
         accelerator_type=args.accelerator_type, sampler=args.sampler, scheduler=args.scheduler,
-        keep_checkpoints=args.keep_checkpoints, connect_timeout=args.connect_timeout)
+        keep_checkpoints=args.keep_checkpoints, connect_timeout=args.connect_timeout,
+        space=(args.space or "paper") if (args.space or "paper") in SHIPPED else str(space.resolve()),
+        space_sha256=space_hash(space.read_text(encoding="utf-8")))
 
 
 def _interrupt(signum, frame):

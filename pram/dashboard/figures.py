@@ -3,6 +3,8 @@ axes (tests/test_report.py checks them in the rendered page)."""
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 
 from pram.config import CATEGORICAL, SELECTIONS
@@ -80,21 +82,28 @@ def _curve(trial: dict, points: list[dict], metric: str, best: bool) -> go.Scatt
         marker={"symbol": ["circle"] * inner + [symbol], "size": [7] * inner + [14], "line": {"width": 2}})
 
 
-def parallel_coordinates(folder: SearchFolder) -> go.Figure:
-    """Each scored trial as a line through its settings and its best objective value, across targets."""
+def parallel_coordinates(folder: SearchFolder, params: list[str],
+                         log_scaled: set[str] = frozenset()) -> go.Figure:
+    """Each scored trial as a line through its settings and its best objective value, across targets. Plotly's
+    parallel coordinates have no log axis: a log-scaled setting is drawn as log10 with ticks in its own units."""
     trials = [t for t in folder.trials if t.get("best_objective") is not None]
     targets = sorted({t["target"] for t in trials})
-    varied = [p for p in SYMBOLS if len({t.get(p) for t in trials}) > 1]  # the schedule too where searched
-    params = list(dict.fromkeys(["tau", "lam", "alpha", "beta", "gamma", *varied]))
     values = [t["best_objective"] for t in trials]
     dimensions = [{"label": "target", "values": [targets.index(t["target"]) for t in trials],
                    "tickvals": list(range(len(targets))), "ticktext": targets}]
-    dimensions += [{"label": SYMBOLS[p], "values": [t.get(p) for t in trials]} for p in params]
-    for p in CATEGORICAL:  # the representation settings, where searched: one axis tick per name
-        names = sorted({str(t.get(p)) for t in trials})
-        if len(names) > 1:
-            dimensions.append({"label": p, "values": [names.index(str(t.get(p))) for t in trials],
+    for p in params:
+        label = SYMBOLS.get(p, p)
+        if p in CATEGORICAL or any(isinstance(t.get(p), str) for t in trials):  # one axis tick per name
+            names = sorted({str(t.get(p)) for t in trials})
+            dimensions.append({"label": label, "values": [names.index(str(t.get(p))) for t in trials],
                                "tickvals": list(range(len(names))), "ticktext": names})
+        elif p in log_scaled and all(t.get(p) and t[p] > 0 for t in trials):
+            logs = [math.log10(t[p]) for t in trials]
+            ticks = list(range(math.floor(min(logs)), math.ceil(max(logs)) + 1))
+            dimensions.append({"label": f"{label} (log scale)", "values": logs, "tickvals": ticks,
+                               "ticktext": [f"{10 ** k:g}" for k in ticks]})
+        else:
+            dimensions.append({"label": label, "values": [t.get(p) for t in trials]})
     dimensions += [{"label": "evaluations done", "values": [t.get("stopped_round") for t in trials]},
                    {"label": f"best {folder.metric} (%)", "values": values}]
     fig = go.Figure(go.Parcoords(line={"color": values, "colorscale": "Viridis", "showscale": True,

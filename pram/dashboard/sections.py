@@ -8,8 +8,9 @@ from pram.dashboard.page import Page
 from pram.paper import PAPER_ENCODER, paper_f1, variant_counterpart
 from pram.results import VARIANT_NAMES, SearchFolder, mean_sd, search_strategy
 
-PARAMS = ("tau", "lam", "alpha", "beta", "gamma")
-SYMBOLS = [figures.SYMBOLS[p] for p in PARAMS]
+
+def symbols(params: list[str]) -> list[str]:
+    return [figures.SYMBOLS.get(p, p) for p in params]
 
 
 def overview(page: Page, folder: SearchFolder) -> None:
@@ -27,7 +28,8 @@ def results(page: Page, folder: SearchFolder) -> None:
     page.section("Best settings and test F1 beside the paper", "results")
     run, objective = folder.run, folder.run.get("objective", "target-dev")
     variants = folder.variants() or ["both"]
-    header = ["target", "sources", "Optuna trial", "state", f"best {objective} F1", *SYMBOLS,
+    params = folder.searched
+    header = ["target", "sources", "Optuna trial", "state", f"best {objective} F1", *symbols(params),
               *(f"{VARIANT_NAMES[v]} test F1 here" for v in variants),
               *(f"paper {variant_counterpart(run['mode'], v)} ({PAPER_ENCODER})" for v in variants)]
     rows = []
@@ -35,7 +37,7 @@ def results(page: Page, folder: SearchFolder) -> None:
         entry = folder.best.get(target) or {}
         config = entry.get("config", {})
         rows.append([target, ",".join(entry.get("sources", [])), entry.get("optuna_trial"),
-                     entry.get("state"), entry.get("value"), *(config.get(p) for p in PARAMS),
+                     entry.get("state"), entry.get("value"), *(config.get(p) for p in params),
                      *(mean_sd(folder.final_row(target, v, objective, target)) for v in variants),
                      *(paper_f1(run["dataset"], run["mode"], v, target) for v in variants)])
     page.table(header, rows)
@@ -100,33 +102,40 @@ def diagnostics(page: Page, folder: SearchFolder) -> None:
 
 def settings(page: Page, folder: SearchFolder) -> None:
     page.section("Which settings mattered", "settings")
-    _importances(page, folder)
+    views = _studies(folder)
+    for target, view in views.items():
+        why = view if isinstance(view, str) else view.importances
+        if isinstance(why, str):
+            page.note(f"Target {target}: {why.rstrip('.')}.")
+    scored = {t: v.importances for t, v in views.items() if not isinstance(v, str)
+              and not isinstance(v.importances, str)}
+    if scored:
+        page.figure(figures.importance_chart(scored))
+    log_scaled = set().union(*(v.log_scaled for v in views.values() if not isinstance(v, str)))
+    params = folder.searched
     if any(t.get("best_objective") is not None for t in folder.trials):
-        page.figure(figures.parallel_coordinates(folder))
+        page.figure(figures.parallel_coordinates(folder, params, log_scaled))
+    for view in views.values():
+        if not isinstance(view, str) and view.slice_plot is not None:
+            page.figure(view.slice_plot)
     trials = sorted(folder.trials, key=lambda t: (t["target"], t["optuna_trial"]))
-    page.table(["target", "trial", "ended", "at step", "objective", "best objective", *SYMBOLS, "wall s",
-                "restarts"],
+    page.table(["target", "trial", "ended", "at step", "objective", "best objective", *symbols(params),
+                "wall s", "restarts"],
                [[t["target"], t["optuna_trial"], t["status"], t.get("stopped_step"), t.get("objective"),
-                 t.get("best_objective"), *(t.get(p) for p in PARAMS), t.get("wall_s"), t.get("restarts")]
+                 t.get("best_objective"), *(t.get(p) for p in params), t.get("wall_s"), t.get("restarts")]
                 for t in trials])
 
 
-def _importances(page: Page, folder: SearchFolder) -> None:
-    from pram.dashboard.importance import study_importances
+def _studies(folder: SearchFolder) -> dict:
+    """Each target's StudyView (importance, log scales, slice plot) from optuna.db, or why there is none."""
+    from pram.dashboard.importance import study_views
 
     if folder.optuna_db is None:
-        page.note("No optuna.db in the folder: no importances.")
-        return
+        return dict.fromkeys(folder.targets, "no optuna.db in the folder: no importances or slice plots")
     run = folder.run
     names = {t: (folder.best.get(t) or {}).get("study") or f"{run['dataset']}-{run['mode']}-{t}"
              for t in folder.targets}
-    found = study_importances(folder.optuna_db, names)
-    for target, why in found.items():
-        if isinstance(why, str):
-            page.note(f"Target {target}: {why.rstrip('.')}.")
-    scored = {t: v for t, v in found.items() if not isinstance(v, str)}
-    if scored:
-        page.figure(figures.importance_chart(scored))
+    return study_views(folder.optuna_db, names)
 
 
 def representations(page: Page, folder: SearchFolder, per_class: int, data_dir: str | None,
