@@ -250,9 +250,14 @@ def test_the_searchs_page_renders_offline_with_no_console_error(smoke, tmp_path)
     check_figures(figures)
     titles = [f["title"] for f in figures]
     for start in ("Test F1 on each target", "Test F1 of the final models", "Model selection",
-                  "Learning curves, target de", "Hyper-parameter importance",
+                  "Learning curves, target de", "Slice plot, study conll-multi-de",
                   "Settings against the objective", "Token representations"):
         assert len(by_title(figures, start)) == 1, (start, titles)
+    assert not by_title(figures, "Hyper-parameter importance")  # 4 trials: too few for fANOVA to mean anything
+    assert "no importance shown: " in text and "fANOVA needs at least 20" in text
+    [coordinates] = by_title(figures, "Settings against the objective")
+    labels = [d for t in coordinates["traces"] for d in t["dimensions"]]
+    assert "τ (log scale)" in labels and "frozen_layers" in labels and "proto_space" in labels
 
     trials = pq.read_table(smoke / "trials.parquet").to_pylist()
     [curves] = by_title(figures, "Learning curves")

@@ -187,3 +187,9 @@ def test_the_smoke_search_drew_from_its_space_file(smoke_search):
         assert rows[t.number]["tau"] == pytest.approx(t.params["tau"])
         assert rows[t.number]["frozen_layers"] == t.params["frozen_layers"]
         assert rows[t.number]["proto_space"] == t.params["proto_space"]
+    from pram.dashboard.importance import study_views
+
+    [view] = study_views(out / "optuna.db", {"de": study.study_name}).values()
+    assert view.log_scaled == {"tau", "proto_dim"} or view.log_scaled == {"tau"}  # proto_dim: if ever drawn
+    axes = {a.title.text: a.type for a in view.slice_plot.select_xaxes()}
+    assert axes["tau"] == "log" and axes["lam"] != "log"

@@ -60,6 +60,7 @@ def _view(study) -> StudyView:
     figure = None
     if complete:
         figure = plot_slice(study, target_name="objective (dev F1, %)")
+        figure.update_yaxes(title_text="objective (dev F1, %)")  # every panel's, not only the first
         figure.update_layout(title={"text": f"Slice plot, study {study.study_name}: the objective of each "
                                             f"complete trial against each setting ({len(complete)} trials)"})
     return StudyView(importances(study, complete), log, figure)
