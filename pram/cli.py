@@ -23,6 +23,8 @@ from pram.logs import quiet_libraries
 from pram.settings import train_config
 
 # TrainConfig fields the run's own flags (--dataset, --source, --out, ...) set, not one flag per field.
+INT8_HELP = ("tag on the CPU with dynamic int8 quantisation of the linear layers: faster, with slightly different "
+             "numbers (results/BENCHMARKS.md, eval-throughput, measures both)")
 SET_BY_NAME = {"dataset", "sources", "target", "eval_languages", "out_dir", "data_dir", "cache_dir"}
 
 
@@ -168,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--encoder", default=None, metavar="FOLDER",
                     help="base encoder to load the checkpoint onto (default: the one it was trained on; another "
                          "is refused)")
+    ev.add_argument("--int8", action="store_true", help=INT8_HELP)
 
     pr = sub.add_parser("predict", help="tag a CoNLL file or plain text (one sentence per line)")
     pr.add_argument("checkpoint")
@@ -175,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default=None, help="write here instead of stdout (token<TAB>tag, blank line between)")
     pr.add_argument("--encoder", default=None, metavar="FOLDER",
                     help="base encoder to load the checkpoint onto (default: the one it was trained on)")
+    pr.add_argument("--int8", action="store_true", help=INT8_HELP)
     xp = sub.add_parser("export", help="a checkpoint as a HuggingFace token-classification folder",
                         description="Write OUT: config.json (id2label, label2id), the tokenizer files, "
                                     "model.safetensors of the whole model (frozen layers included, so the folder "
@@ -229,10 +233,10 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from pram.predict import evaluate_command
         return evaluate_command(args.checkpoint, args.dataset, args.lang, args.split, args.data_dir,
-                                args.cache_dir, args.json, args.encoder)
+                                args.cache_dir, args.json, args.encoder, args.int8)
     if args.command == "predict":
         from pram.predict import predict_command
-        return predict_command(args.checkpoint, args.file, args.out, args.encoder)
+        return predict_command(args.checkpoint, args.file, args.out, args.encoder, args.int8)
     if args.command == "export":
         from pram.export import export_command
         return export_command(args.checkpoint, args.out, args.encoder)

@@ -63,7 +63,7 @@ Similarity = Callable[[torch.Tensor], torch.Tensor]
 """A function from first-piece prototype representations (N, D) to q (N, K) (see metrics.similarity_fn)."""
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model, encoded, pad_token_id: int, batch_size: int = 64, device: str = "cpu",
             similarity: Similarity | None = None) -> Predictions:
     """Word-level predictions and first-piece probabilities of a model on an encoded dataset.

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pram.batches import encode_dataset
@@ -17,7 +22,7 @@ from pram.checkpoint import load_checkpoint
 from pram.config import TrainConfig
 from pram.data.corpora import load_language
 from pram.data.labels import shared_label_set
-from pram.data.readers import decode_text, read_bytes, read_file
+from pram.data.readers import CONTROL, decode_text, read_bytes, read_file
 from pram.device import pick_device
 from pram.encoder import fingerprint, load_tokenizer
 from pram.errors import UserError, at
@@ -25,12 +30,13 @@ from pram.evaluate import evaluate, predict
 from pram.model import TokenClassifier
 
 
-def load_trained(checkpoint: str | Path, device: str = "cpu", encoder: str | None = None):
+def load_trained(checkpoint: str | Path, device: str = "cpu", encoder: str | None = None, int8: bool = False):
     """(model, tokenizer, run info) of a checkpoint folder written by `pram train`.
 
     encoder: the base encoder folder to load it onto (default: the one it was trained on, as recorded). A
     checkpoint records its base's fingerprint (`encoder.fingerprint`): another base is refused in one line;
-    a checkpoint from before the record loads onto what it names."""
+    a checkpoint from before the record loads onto what it names.
+    int8: quantise the linear layers for a CPU (`quantize_int8`)."""
     path = Path(checkpoint)
     if not (path / "state.json").is_file() or not (path / "model.safetensors").is_file():
         raise UserError(f"{at(path)}: not a pram checkpoint (no state.json and model.safetensors): "
@@ -49,7 +55,26 @@ def load_trained(checkpoint: str | Path, device: str = "cpu", encoder: str | Non
     if missing:
         raise UserError(f"{at(path)}: weights {sorted(missing)[:3]} do not fit encoder {info['encoder_path']}")
     model.load_state_dict(weights, strict=False)
-    return model.to(device).eval(), load_tokenizer(info["encoder_path"]), info
+    model = model.to(device).eval()
+    if int8:
+        if device != "cpu":
+            raise UserError(f"--int8 is for tagging on a CPU; this machine would tag on {device}: leave --int8 off "
+                            "(or hide the GPU with CUDA_VISIBLE_DEVICES=)")
+        model = quantize_int8(model)
+    return model, load_tokenizer(info["encoder_path"]), info
+
+
+def quantize_int8(model: TokenClassifier) -> TokenClassifier:
+    """Dynamic int8 quantisation of every nn.Linear (the encoder's attention and feed-forward layers and the
+    classifier): weights stored as int8, activations quantised per batch, on a CPU. It changes the numbers a
+    little; results/BENCHMARKS.md ("eval-throughput") measures the speed and the F1 against fp32."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, not yet gone
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def check_base(checkpoint: Path, info: dict, base: str) -> None:
@@ -66,9 +91,9 @@ def check_base(checkpoint: Path, info: dict, base: str) -> None:
 
 
 def evaluate_command(checkpoint: str, dataset: str, lang: str, split: str, data_dir: str | None,
-                     cache_dir: str | None, as_json: bool, encoder: str | None = None) -> int:
-    device = pick_device("auto")
-    model, tokenizer, info = load_trained(checkpoint, device, encoder)
+                     cache_dir: str | None, as_json: bool, encoder: str | None = None, int8: bool = False) -> int:
+    device = pick_device("cpu" if int8 else "auto")
+    model, tokenizer, info = load_trained(checkpoint, device, encoder, int8)
     corpus = load_language(dataset, lang, data_dir, cache_dir)
     if split not in corpus:
         raise UserError(f"{dataset}/{lang} has no split {split!r}: choose one of {sorted(corpus)}")
@@ -96,32 +121,115 @@ def evaluate_command(checkpoint: str, dataset: str, lang: str, split: str, data_
 TAG = re.compile(r"^(O|[BI]-[A-Za-z][A-Za-z0-9_]*)$")
 
 
-def _read_sentences(path: Path) -> list[list[str]]:
-    """A CoNLL file (token first, tag last) or plain text with one sentence per line, split on white space."""
+CHUNK = 2048
+"""Sentences tagged and written at a time by `pram predict`: memory stays that of one chunk, whatever the file."""
+HEAD = 1 << 20
+"""Bytes `pram predict` reads first to tell the file's encoding and kind."""
+
+
+def _open_input(path: Path) -> tuple[str, bool]:
+    """(encoding, is CoNLL) of a file to tag, from its first MiB; an empty, binary or missing file is one line."""
     wanted = "a CoNLL file or a text file with one sentence per line"
     if not path.is_file():
         raise UserError(f"{at(path)}: no such file: give {wanted}")
-    lines = decode_text(path, read_bytes(path), wanted).splitlines()
+    try:
+        with path.open("rb") as f:
+            head = f.read(HEAD)
+    except OSError:
+        read_bytes(path)  # the same one line as every other reader's
+        raise
+    complete = head if len(head) < HEAD else head[: head.rfind(b"\n") + 1] or head
+    text = decode_text(path, complete, wanted)
+    try:
+        complete.decode("utf-8-sig")
+        encoding = "utf-8-sig"
+    except UnicodeDecodeError:
+        encoding = "iso-8859-1"
+    lines = text.splitlines()
     last = [line.split()[-1] for line in lines if line.strip() and not line.startswith("-DOCSTART-")]
-    if last and all(len(line.split()) >= 2 for line in lines if line.strip()) and all(TAG.match(t) for t in last):
-        return [list(s.tokens) for s in read_file(path)]
-    return [line.split() for line in lines if line.strip()]
+    conll = bool(last) and all(len(line.split()) >= 2 for line in lines if line.strip()) and \
+        all(TAG.match(t) for t in last)
+    return encoding, conll
 
 
-def predict_command(checkpoint: str, file: str, out: str | None, encoder: str | None = None) -> int:
-    device = pick_device("auto")
-    model, tokenizer, info = load_trained(checkpoint, device, encoder)
-    sentences = _read_sentences(Path(file))
-    config = TrainConfig.from_dict(info["config"])
+def read_sentences(path: Path) -> Iterator[list[str]]:
+    """The sentences of a file to tag, one at a time: a CoNLL file (token first, tag last; read whole, as
+    labelled files are small) or plain text with one sentence per line, split on white space (streamed). A
+    binary line further on is one UserError naming it."""
+    encoding, conll = _open_input(path)
+    if conll:
+        yield from (list(s.tokens) for s in read_file(path))
+        return
+    with path.open(encoding=encoding, errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            bad = CONTROL.search(line)
+            if bad:
+                raise UserError(f"{at(path, number)}: binary content (byte {ord(bad.group()):#04x}), not text: "
+                                "give a CoNLL file or a text file with one sentence per line")
+            words = line.split()
+            if words:
+                yield words
+
+
+def _chunks(sentences: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
+    chunk = []
+    for sentence in sentences:
+        chunk.append(sentence)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def tag_chunk(model, tokenizer, sentences: list[list[str]], config: TrainConfig, names: list[str],
+              device: str) -> str:
+    """`token<TAB>tag` lines of each sentence, a blank line after each, in input order."""
     data = Dataset.from_dict({"tokens": sentences})
     encoded = encode_dataset(data, tokenizer, config.max_length, labelled=False)
-    with torch.no_grad():
-        predicted = predict(model, encoded, tokenizer.pad_token_id, config.eval_batch_size, device).words
-    names = info["label_names"]
-    text = "\n\n".join("\n".join(f"{w}\t{names[t] if t >= 0 else 'O'}" for w, t in zip(s, p))
-                       for s, p in zip(sentences, predicted)) + "\n"
-    if out:
-        Path(out).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    predicted = predict(model, encoded, tokenizer.pad_token_id, config.eval_batch_size, device).words
+    return "".join("\n".join(f"{w}\t{names[t] if t >= 0 else 'O'}" for w, t in zip(s, p)) + "\n\n"
+                   for s, p in zip(sentences, predicted))
+
+
+def predict_command(checkpoint: str, file: str, out: str | None, encoder: str | None = None,
+                    int8: bool = False, chunk: int = CHUNK) -> int:
+    """Tag `file` chunk by chunk, writing each chunk's tags as soon as they are ready: to `out` through a
+    temporary file renamed at the end (an error leaves no half-written file), or to stdout. A progress bar with
+    sentences/s on a terminal (stderr), none when piped."""
+    device = pick_device("cpu" if int8 else "auto")
+    path = Path(file)
+    _open_input(path)  # a bad file is refused before the model loads
+    model, tokenizer, info = load_trained(checkpoint, device, encoder, int8)
+    config = TrainConfig.from_dict(info["config"])
+    console = Console(stderr=True)
+    target, tmp, sink = Path(out) if out else None, None, sys.stdout
+    if target:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        sink = os.fdopen(fd, "w", encoding="utf-8")
+    done = 0
+    try:
+        with Progress(TextColumn("tagging"), BarColumn(), TextColumn("{task.completed:,} sentences"),
+                      TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), console=console,
+                      disable=not console.is_terminal, transient=False) as progress:
+            task = progress.add_task("tag", total=None, speed="")
+            started = time.monotonic()
+            for sentences in _chunks(read_sentences(path), chunk):
+                sink.write(tag_chunk(model, tokenizer, sentences, config, info["label_names"], device))
+                sink.flush()
+                done += len(sentences)
+                speed = done / max(time.monotonic() - started, 1e-9)
+                progress.update(task, completed=done, speed=f"{speed:,.0f} sentences/s")
+        if not done:
+            raise UserError(f"{at(path)}: no sentence to tag (only blank lines): give a CoNLL file or a text "
+                            "file with one sentence per line")
+        if target:
+            sink.close()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+    except BaseException:
+        if target:
+            sink.close()
+            Path(tmp).unlink(missing_ok=True)
+        raise
     return 0

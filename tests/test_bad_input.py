@@ -107,3 +107,57 @@ def test_a_broken_checkpoint_is_one_line(pram, checkpoint, data_dir, tmp_path, c
 def test_the_good_checkpoint_still_works(pram, checkpoint, data_dir):
     done = pram("evaluate", str(checkpoint), "--lang", "de", "--json", "--data-dir", str(data_dir))
     assert done.returncode == 0, done.stderr
+
+
+def test_predict_streams_in_chunks_in_input_order(checkpoint, data_dir, tmp_path):
+    """Tagging chunk by chunk (3 sentences at a time) writes what tagging all at once writes, in input order."""
+    from pram.data.readers import read_file
+    from pram.predict import predict_command
+
+    sentences = [s.tokens for s in read_file(data_dir / "conll2003" / "de" / "dev.txt")][:11]  # 3 + 3 + 3 + 2
+    given = tmp_path / "input.txt"
+    given.write_text("".join(" ".join(s) + "\n" for s in sentences), encoding="utf-8")
+    whole, chunked = tmp_path / "whole.tsv", tmp_path / "chunked.tsv"
+    assert predict_command(str(checkpoint), str(given), str(whole)) == 0
+    assert predict_command(str(checkpoint), str(given), str(chunked), chunk=3) == 0
+    assert chunked.read_text() == whole.read_text()
+    tagged = [block.splitlines() for block in whole.read_text().strip("\n").split("\n\n")]
+    assert [[line.split("\t")[0] for line in block] for block in tagged] == [list(s) for s in sentences]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunked.tsv", "input.txt", "whole.tsv"]  # no temp file
+
+
+def test_a_binary_line_after_the_first_chunks_leaves_no_output_file(pram, checkpoint, tmp_path):
+    given = tmp_path / "input.txt"
+    lines = [f"Satz Nummer {i} ." for i in range(3000)]
+    given.write_bytes(("\n".join(lines) + "\nund\x00dann\n").encode())  # past the first chunk of 2,048
+    out = tmp_path / "tags.tsv"
+    done = pram("predict", str(checkpoint), str(given), "--out", str(out))
+    _one_line(done, f"{given}:3001: binary content (byte 0x00)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt"]  # neither the output nor its temp file
+
+
+def test_int8_tags_almost_every_token_as_fp32_does(checkpoint, data_dir):
+    """Dynamic int8 quantisation on the smoke model: the same tag on at least 97 % of the words of the first 300
+    German dev sentences, and F1 within 2 points (the smoke model is random-initialised and weak; the benchmark
+    measures me5-small on the full test sets)."""
+    from datasets import Dataset
+
+    from pram.batches import encode_dataset
+    from pram.data.readers import read_file
+    from pram.evaluate import entity_scores, predict
+    from pram.predict import load_trained
+
+    sentences = read_file(data_dir / "conll2003" / "de" / "dev.txt")[:300]
+    tags = {}
+    for int8 in (False, True):
+        model, tokenizer, info = load_trained(checkpoint, "cpu", int8=int8)
+        encoded = encode_dataset(Dataset.from_dict({"tokens": [list(s.tokens) for s in sentences]}), tokenizer,
+                                 64, labelled=False)
+        words = predict(model, encoded, tokenizer.pad_token_id).words
+        tags[int8] = [[info["label_names"][t] if t >= 0 else "O" for t in w] for w in words]
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in model.modules())
+    pairs = [(a, b) for s, q in zip(tags[False], tags[True]) for a, b in zip(s, q)]
+    assert sum(a == b for a, b in pairs) / len(pairs) >= 0.97
+    assert sum(t != "O" for s in tags[False] for t in s) > 100  # the model tags entities: agreement is not all O
+    gold = [list(s.tags) for s in sentences]
+    assert abs(entity_scores(gold, tags[True])["f1"] - entity_scores(gold, tags[False])["f1"]) <= 2.0
