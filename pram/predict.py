@@ -197,9 +197,12 @@ def predict_command(checkpoint: str, file: str, out: str | None, encoder: str | 
     """Tag `file` chunk by chunk, writing each chunk's tags as soon as they are ready: to `out` through a
     temporary file renamed at the end (an error leaves no half-written file), or to stdout. A progress bar with
     sentences/s on a terminal (stderr), none when piped."""
+    import datasets
+
     device = pick_device("cpu" if int8 else "auto")
     path = Path(file)
     _open_input(path)  # a bad file is refused before the model loads
+    datasets.disable_progress_bars()  # one bar for the whole file, not one per chunk
     model, tokenizer, info = load_trained(checkpoint, device, encoder, int8)
     config = TrainConfig.from_dict(info["config"])
     console = Console(stderr=True)
