@@ -431,6 +431,10 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
             os.kill(pid, signal.SIGKILL)
     assert run.returncode == 0, run.stderr[-3000:]
     assert not leftovers
+    # It says which trial it continues and from where, and Tune's missing-metrics warning is not there.
+    assert re.search(r"^trial \d was interrupted after step \d+; it continues from its checkpoint at step \d+$",
+                     run.stderr, flags=re.MULTILINE), run.stderr[-3000:]
+    assert "Failed to fetch metrics" not in run.stderr
     assert not (out / "ray" / "processes.json").exists()  # and its own, once it ended
     frozen = study_trials(out)
     assert len(frozen) == 4
@@ -526,3 +530,21 @@ def test_pram_train_settings_repeats_the_best_trials_config_field_by_field(searc
     assert "pram train --settings" in (searched / "summary.md").read_text()
     faster = _train_config("--settings", str(searched / "best.json"), "--target", "de", "--lr", "0.5")
     assert faster.lr == 0.5 and replace(faster, lr=config.lr) == config
+
+
+def test_tunes_missing_metrics_warning_becomes_one_line_that_says_what_it_means():
+    import logging
+
+    from tune.stages import NoResultFiles
+
+    message = ("Failed to fetch metrics for 2 trial(s):\n- run_trial_1a2b3_00001: FileNotFoundError('Could not "
+               "fetch metrics for run_trial_1a2b3_00001: both result.json and progress.csv were not found at "
+               "/x')\n- run_trial_1a2b3_00003: FileNotFoundError('...')")
+    record = logging.LogRecord("ray.tune.analysis.experiment_analysis", logging.WARNING, __file__, 1, message, (),
+                               None)
+    assert NoResultFiles().filter(record)
+    assert record.getMessage() == ("no result file for run_trial_1a2b3_00001, run_trial_1a2b3_00003: they had "
+                                   "not reported an evaluation when the search was interrupted (nothing of "
+                                   "theirs was lost)")
+    other = logging.LogRecord("x", logging.WARNING, __file__, 1, "something else", (), None)
+    assert NoResultFiles().filter(other) and other.getMessage() == "something else"

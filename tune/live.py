@@ -51,6 +51,7 @@ class LiveView(Callback):
         self._rows: list[dict] = []  # a snapshot of the trials, read by the display's refresh thread
         self._best: dict[str, float] = {}
         self._last: dict[str, float] = {}
+        self._seen: set[str] = set()  # trials started by this driver
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -85,6 +86,16 @@ class LiveView(Callback):
     def _round(self, result: dict) -> int:
         rounds = result.get("training_iteration", 0)
         return rounds - 1 if result.get("final") else rounds  # the test report of a final run is no round
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        """A trial that had reported before the search was interrupted says where it goes on from."""
+        first = trial.trial_id not in self._seen
+        self._seen.add(trial.trial_id)
+        last = (trial.last_result or {}).get("step")
+        if first and last and trial.checkpoint is not None:
+            step = (trial.checkpoint.get_metadata() or {}).get("step", last)
+            self._log(f"{self._name(trial.config)} was interrupted after step {last}; it continues from its "
+                      f"checkpoint at step {step}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.on_step_end(iteration, trials)

@@ -7,6 +7,8 @@ and errored ones continued from their last checkpoint).
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +26,24 @@ def _trainable(s, name: str, base, data, resources: dict, report_test: bool):
     trainable = tune.with_parameters(run_trial, base=base, data=data, work_dir=str(work),
                                      threads=max(1, int(s.cpus_per_trial)), report_test=report_test)
     return tune.with_resources(trainable, resources)
+
+
+class NoResultFiles(logging.Filter):
+    """Tune's "Failed to fetch metrics for N trial(s): - trial: FileNotFoundError(...)" (ExperimentAnalysis,
+    when a resumed experiment holds trials that never reported) reads like a failure and spans many lines. It
+    becomes one line that says what it means: those trials wrote no result, and nothing of theirs was lost."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("Failed to fetch metrics"):
+            return True
+        names = re.findall(r"^- (\S+?):", message, flags=re.MULTILINE)
+        record.msg, record.args = (f"no result file for {', '.join(names) or 'some trials'}: they had not reported "
+                                   "an evaluation when the search was interrupted (nothing of theirs was lost)"), ()
+        return True
+
+
+logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(NoResultFiles())
 
 
 def _fit(s, name: str, trainable, make_tuner, resume: bool):
