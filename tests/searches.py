@@ -25,3 +25,17 @@ def run_search(out: Path, data_dir: Path, cache: Path, *extra: str, env: dict | 
     return subprocess.run(search_command(out, data_dir, *extra), cwd=ROOT,
                           env=search_env(cache, **(env or {})), capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def session_processes(session: int) -> list[int]:
+    """Live processes of the session a test started (a search and the Ray it started, or the cluster helper,
+    its nodes and their workers), zombies left out."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.getsid(int(entry.name)) == session and \
+                    " Z " not in (entry / "stat").read_text():
+                found.append(int(entry.name))
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            pass
+    return found

@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import optuna
 import pyarrow.parquet as pq
 import pytest
+from searches import session_processes
 
 pytestmark = pytest.mark.slow  # a three-node Ray cluster and a smoke search on it
 
@@ -32,19 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILES = ("trials.parquet", "history.parquet", "best.json", "final.parquet", "summary.md", "optuna.db")
 # Where Ray writes when nobody says otherwise: the driver's results, its auth token, its temp dir.
 RAY_DEFAULTS = (Path.home() / "ray_results", Path.home() / ".ray", Path(tempfile.gettempdir()) / "ray")
-
-
-def session_processes(session: int) -> list[int]:
-    """Live processes of a session (the cluster helper, its nodes and their workers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and os.getsid(int(entry.name)) == session and \
-                    " Z " not in (entry / "stat").read_text():
-                found.append(int(entry.name))
-        except (ProcessLookupError, PermissionError, FileNotFoundError):
-            pass
-    return found
 
 
 def stop(helper: subprocess.Popen) -> list[int]:

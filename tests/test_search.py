@@ -21,7 +21,7 @@ import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from searches import search_command, search_env
+from searches import search_command, search_env, session_processes
 
 from pram.config import PRESETS
 from tune.space import PAPER_RANGES, Choice, Interval, make_sampler, parse_range, search_ranges, space_function
@@ -388,17 +388,6 @@ def _alive(pid: int, started: float) -> bool:
         return False
 
 
-def session_processes(session: int) -> list[int]:
-    """Processes of the session a test started (the search and the Ray it started), zombies left out."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == session and " Z " not in (entry / "stat").read_text():
-                    found.append(int(entry.name))
-            except (ProcessLookupError, PermissionError, FileNotFoundError):
-                pass
-    return found
 
 
 @pytest.mark.slow
@@ -548,3 +537,66 @@ def test_tunes_missing_metrics_warning_becomes_one_line_that_says_what_it_means(
                                    "theirs was lost)")
     other = logging.LogRecord("x", logging.WARNING, __file__, 1, "something else", (), None)
     assert NoResultFiles().filter(other) and other.getMessage() == "something else"
+
+
+def _final_results(out: Path) -> dict[str, list[dict]]:
+    """Tune's results of each run of the final stage (its result.json, complete lines only), by trial folder."""
+    found = {}
+    for path in (out / "ray" / "experiments" / "final-de").glob("*/result.json"):
+        found[path.parent.name] = [json.loads(line) for line in path.read_text().splitlines(keepends=True)
+                                   if line.endswith("\n")]
+    return found
+
+
+def _comparable(out: Path) -> tuple[list[dict], str, list[str]]:
+    """What two searches with the same seeds must share: final.parquet without the checkpoint folders (their
+    names hold Tune's trial ids), summary.md with the folder's own path taken out, and every chart of the
+    dashboard (plotly's element ids taken out; the page's tables also show wall times)."""
+    final = [{k: v for k, v in r.items() if k != "checkpoints"}
+             for r in pq.read_table(out / "final.parquet").to_pylist()]
+    summary = (out / "summary.md").read_text().replace(str(out), "<out>")
+    page = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>",
+                  (out / "dashboard.html").read_text())
+    charts = re.findall(r"Plotly\.newPlot\((.*?)\)\s*\};?\s*</script>", page, flags=re.DOTALL)
+    assert len(charts) >= 5
+    return final, re.sub(r"ray/export-de|pram-seed-\d+-\w+|trial-\d+-\w+", "", summary), charts
+
+
+@pytest.mark.slow
+def test_a_search_killed_in_its_final_stage_resumes_without_retraining_a_finished_seed(tmp_path, data_dir):
+    """One trial (nothing for ASHA or TPE to decide), 2 final seeds with the no-APC baseline, 2 at a time: the
+    driver is killed once one final run has finished and another is under way. --resume keeps the finished run
+    as it was, continues the other, and ends with the final table, summary and charts of a search never
+    interrupted."""
+    extra = ("--num-samples", "1", "--final-seeds", "2")
+    reference = tmp_path / "reference"
+    whole = subprocess.run(search_command(reference, data_dir, *extra), cwd=ROOT, env=search_env(tmp_path / "c1"),
+                           capture_output=True, text=True, check=False, timeout=400)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    driver = subprocess.Popen(search_command(out, data_dir, *extra), cwd=ROOT, env=search_env(tmp_path / "c2"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, finished = time.time() + 300, []
+        while time.time() < deadline and driver.poll() is None:
+            runs = _final_results(out)
+            finished = [name for name, results in runs.items() if results and results[-1].get("final")]
+            if finished and len(runs) > len(finished):
+                break
+            time.sleep(0.1)
+        assert driver.poll() is None and finished, "the search ended before its final stage could be interrupted"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        kept = {name: _final_results(out)[name] for name in finished}
+        resumed = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(tmp_path / "c2"),
+                                 capture_output=True, text=True, check=False, timeout=400)
+    finally:
+        for pid in session_processes(driver.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _final_results(out)
+    assert len(after) == 4 and all(results and results[-1].get("final") for results in after.values())
+    for name, results in kept.items():  # a finished seed was not trained again: not one result more
+        assert after[name] == results
+    assert _comparable(out) == _comparable(reference)
