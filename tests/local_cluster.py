@@ -5,6 +5,10 @@ node (`accelerator_type:A10G`). Used by tests/test_multinode.py; by hand:
 
     python tests/local_cluster.py /tmp/rehearsal    # prints address and node ids; Ctrl+D or Ctrl+C ends it
 
+A line `reclaim gpu_worker` on its stdin does what a spot interruption does to a GPU worker: the node is killed
+at once (no graceful drain), and a new one of the same shape joins, as the autoscaler would start; it prints the
+new node's id as {"gpu_worker": ...}.
+
 Everything Ray writes goes under FOLDER: its temp dir FOLDER/ray (sessions, logs, sockets) and the address
 file Ray keeps for `ray.init(address="auto")`. Token authentication is on, as on the real clusters, with the
 token in FOLDER/auth_token: a driver needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=FOLDER/auth_token. The
@@ -32,7 +36,7 @@ def driver_environment(folder: Path) -> dict[str, str]:
 
 
 def start(folder: Path):
-    """(the cluster, the short link made for its temp dir or None, a description to print)."""
+    """(the cluster, the short link made for its temp dir or None, a description to print, the GPU worker)."""
     token = folder / "auth_token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
@@ -50,7 +54,15 @@ def start(folder: Path):
     cluster.wait_for_nodes()
     nodes = {"head": cluster.head_node.node_id, "cpu_worker": cpu_worker.node_id,
              "gpu_worker": gpu_worker.node_id}
-    return cluster, link, {"address": cluster.address, "nodes": nodes, "env": driver_environment(folder)}
+    return cluster, link, {"address": cluster.address, "nodes": nodes, "env": driver_environment(folder)}, gpu_worker
+
+
+def reclaim_gpu_worker(cluster, old):
+    """Kill the GPU worker's processes (as a reclaimed spot instance disappears) and start a new one."""
+    cluster.remove_node(old, allow_graceful=False)
+    new = cluster.add_node(**GPU_WORKER)
+    cluster.wait_for_nodes()
+    return new
 
 
 def _stop(signum, frame):
@@ -60,10 +72,13 @@ def _stop(signum, frame):
 def main(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _stop)  # `kill` shuts the nodes down too
-    cluster, link, description = start(folder)
+    cluster, link, description, gpu_worker = start(folder)
     try:
         print(json.dumps(description), flush=True)
-        sys.stdin.read()  # until whoever started it closes stdin
+        for line in sys.stdin:  # until whoever started it closes stdin
+            if line.split() == ["reclaim", "gpu_worker"]:
+                gpu_worker = reclaim_gpu_worker(cluster, gpu_worker)
+                print(json.dumps({"gpu_worker": gpu_worker.node_id}), flush=True)
     except KeyboardInterrupt:
         pass
     finally:

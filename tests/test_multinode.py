@@ -59,7 +59,7 @@ def cluster(tmp_path_factory):
         ready, _, _ = select.select([helper.stdout], [], [], 120)
         line = helper.stdout.readline() if ready else ""
         assert line, f"the cluster did not start: {(folder / 'cluster.err').read_text()[-2000:]}"
-        yield {**json.loads(line), "folder": folder}
+        yield {**json.loads(line), "folder": folder, "helper": helper}
     finally:
         leftovers = stop(helper)
     assert not leftovers, f"processes of the cluster outlived its shutdown: {leftovers}"
@@ -172,3 +172,51 @@ def test_a_driver_without_the_clusters_token_is_refused_in_one_line(cluster, tmp
     last = run.stderr.strip().splitlines()[-1]  # after Ray's own retry warnings
     assert last.startswith(f"search: error: --address {cluster['address']}: cannot connect")
     assert "token" in last
+
+
+def test_a_spot_worker_reclaimed_under_a_trial_costs_nothing_but_time(cluster, search, tmp_path, data_dir):
+    """The same search again; once a trial has reported (and checkpointed) on the GPU worker, that worker is
+    killed and a new one joins, as when AWS reclaims a spot instance and the autoscaler replaces it. The trial
+    goes on from its checkpoint on the new node, the search finishes, Optuna and Tune agree, and the continued
+    trial reports the very dev F1 the uninterrupted search's same trial did at every step. (Runs last: the
+    cluster's GPU worker is another node afterwards.)"""
+    out, storage = tmp_path / "results" / "conll-multi-smoke", tmp_path / "bucket"
+    env = {**os.environ, "PRAM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "120", **cluster["env"]}
+    driver = subprocess.Popen(search_command(cluster["address"], out, storage, data_dir), cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    helper = cluster["helper"]
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and driver.poll() is None:
+            if any(len(p.read_text().splitlines()) >= 2 for p in storage.glob("search-de/*/progress.csv")):
+                break  # a trial has reported its first evaluation, with a checkpoint
+            time.sleep(0.2)
+        assert driver.poll() is None, "the search ended before its worker could be reclaimed"
+        helper.stdin.write("reclaim gpu_worker\n")
+        helper.stdin.flush()
+        ready, _, _ = select.select([helper.stdout], [], [], 120)
+        replaced = json.loads(helper.stdout.readline()) if ready else {}
+        _, err = driver.communicate(timeout=400)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, err[-3000:]
+    assert replaced["gpu_worker"] != cluster["nodes"]["gpu_worker"]
+    trials = {t["optuna_trial"]: t for t in pq.read_table(out / "trials.parquet").to_pylist()}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="conll-multi-de", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert {t.number: t.value for t in study.trials} == {n: pytest.approx(t["objective"]) for n, t in trials.items()}
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+    continued = [n for n, t in trials.items() if t["restarts"] >= 1]
+    assert continued, "no trial was running on the reclaimed worker"
+    assert all(trials[n]["node_id"] == replaced["gpu_worker"] for n in continued)
+
+    def f1_by_step(folder: Path, number: int) -> dict[int, float]:
+        return {h["step"]: h["target_dev_f1"] for h in pq.read_table(folder / "history.parquet").to_pylist()
+                if h["optuna_trial"] == number}
+
+    for n in continued:
+        ours, uninterrupted = f1_by_step(out, n), f1_by_step(search.out, n)
+        common = sorted(set(ours) & set(uninterrupted))
+        assert len(common) >= 2 and max(common) > min(ours)  # it went on past its checkpoint
+        assert [ours[s] for s in common] == [pytest.approx(uninterrupted[s]) for s in common]
