@@ -131,41 +131,48 @@ def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dic
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrency))
         import datasets
 
-        from pram.inputs import prepare_data
-        from tune.stages import final_stage, free_disk, search_stage
-
         datasets.disable_progress_bars()  # the live view is the one display
 
         progress["trials"] = True  # from here on the folder holds a search's work: an error keeps it
         for target in s.targets:
-            base = bases[target]
-            data = prepare_data(base) if not s.address else portable(prepare_data(base))
-            rounds, grace = schedule(base, ranges)
-            study_name = f"{s.dataset}-{s.mode}-{target}"
-            grid = search_stage(s, target, base, data, ranges, storage, study_name, resources, concurrency,
-                                rounds, grace, resume)
-            study = optuna.load_study(study_name=study_name, storage=storage)
-            target_records = collect(grid, target, study, s.metric, resources["gpu"])
+            target_records, final = _target(s, out, target, bases[target], ranges, storage, resources,
+                                            concurrency, resume, best)
             records += target_records
-            best[target] = best_entry(study, base, s)
-            results.write_best(out / "best.json", best)
-            retrain = bool(s.final_seeds and best[target])
-            if not s.keep_checkpoints:
-                # The final stage retrains the best settings; without it, the best trial's weights are the
-                # model.
-                free_disk(grid, keep_trials=() if retrain else (best[target].get("optuna_trial"),))
-            if retrain:
-                final_grid = final_stage(s, target, base, data, best[target]["config"], resources,
-                                         concurrency, rounds, resume)
-                finals[target] = final_runs(final_grid, out)
-                if not s.keep_checkpoints:
-                    free_disk(final_grid, subfolder="last")  # best-target-dev and best-source-dev stay
-            del data
+            if final is not None:
+                finals[target] = final
     exports = export_best(s, out, finals, console)
     write_results(s, out, records, best, finals, bases, exports)
     write_report(out, console)
     print_end(s, out, best, console)
     return 0
+
+
+def _target(s, out: Path, target: str, base: TrainConfig, ranges: dict, storage, resources: dict,
+            concurrency: int, resume: bool, best: dict):
+    """One target: its search, its best settings (into best[target] and best.json, before the final stage
+    starts), and the records of its trials and its final runs (None without a final stage)."""
+    from pram.inputs import prepare_data
+    from tune.stages import final_stage, free_disk, search_stage
+
+    data = prepare_data(base) if not s.address else portable(prepare_data(base))
+    rounds, grace = schedule(base, ranges)
+    study_name = f"{s.dataset}-{s.mode}-{target}"
+    grid = search_stage(s, target, base, data, ranges, storage, study_name, resources, concurrency, rounds, grace,
+                        resume)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    records = collect(grid, target, study, s.metric, resources["gpu"])
+    best[target] = best_entry(study, base, s)
+    results.write_best(out / "best.json", best)
+    retrain = bool(s.final_seeds and best[target])
+    if not s.keep_checkpoints:
+        # The final stage retrains the best settings; without it, the best trial's weights are the model.
+        free_disk(grid, keep_trials=() if retrain else (best[target].get("optuna_trial"),))
+    if not retrain:
+        return records, None
+    final_grid = final_stage(s, target, base, data, best[target]["config"], resources, concurrency, rounds, resume)
+    if not s.keep_checkpoints:
+        free_disk(final_grid, subfolder="last")  # best-target-dev and best-source-dev stay
+    return records, final_runs(final_grid, out)
 
 
 def final_runs(grid, out: Path) -> list[results.FinalRun]:
@@ -312,7 +319,7 @@ def print_end(s, out: Path, best: dict, console: Console) -> None:
                   "comparable.")
     shown = out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out
     # soft_wrap: paths and commands stay whole on one line, to be copied
-    console.print(f"\n[bold]results[/bold] {shown}/: dashboard.html summary.md paper-tables.md best.json "
+    console.print(f"\n[bold]results[/bold] {shown}/: dashboard.html summary.md paper-tables.md best.json space.yaml "
                   "trials.parquet history.parquet final.parquet", soft_wrap=True)
     console.print(f"dashboards:\n  optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1\n"
                   f"  tensorboard --logdir {s.storage} --host 127.0.0.1", soft_wrap=True)
