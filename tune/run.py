@@ -157,7 +157,8 @@ def _target(s, out: Path, target: str, base: TrainConfig, ranges: dict, storage,
     data = prepare_data(base) if not s.address else portable(prepare_data(base))
     rounds, grace = schedule(base, ranges)
     study_name = f"{s.dataset}-{s.mode}-{target}"
-    grid = search_stage(s, target, base, data, ranges, storage, study_name, resources, concurrency, rounds, grace,
+    searching = 1 if s.deterministic else concurrency  # the final stage's runs do not depend on each other
+    grid = search_stage(s, target, base, data, ranges, storage, study_name, resources, searching, rounds, grace,
                         resume)
     study = optuna.load_study(study_name=study_name, storage=storage)
     records = collect(grid, target, study, s.metric, resources["gpu"])

@@ -72,6 +72,8 @@ class Settings:
     scheduler: str = "asha"
     keep_checkpoints: bool = False
     connect_timeout: float = 15.0
+    deterministic: bool = False
+    """--deterministic: the reproducible mode (one trial at a time, a sampler seeded by each trial's number)."""
     space: str = "paper"
     """--space: a shipped space's name or the absolute path of a YAML file; <out>/space.yaml is its copy."""
     space_sha256: str | None = None
@@ -153,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "NAME=A,B,C (a choice, 'none' allowed for gamma) or NAME=V (fixed). NAME: any setting "
                         "a space file may name, e.g. --range tau=0.02:0.3:log --range lr=1e-5:3e-4:log "
                         "--range gamma=1.0,2.0 --range proto_space=hidden,projection")
+    p.add_argument("--deterministic", action="store_true",
+                   help="the reproducible mode: the same seed gives the same trials, settings, early stops and "
+                        "final table, also across a kill and --resume (one trial at a time, each proposed by a "
+                        "sampler seeded by its trial number; slower: README, Reproducing a search)")
     p.add_argument("--no-prune-collapsed", dest="prune_collapsed", action="store_false",
                    help="keep training trials whose target predictions collapsed (by default they are "
                         "stopped once past the grace period, like ASHA's losers)")
@@ -228,6 +234,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                                ("--max-failures", args.max_failures, 0)):
         if value is not None and value < least:
             raise UserError(f"{flag} {value}: must be at least {least}")
+    if args.deterministic and args.max_concurrent not in (None, 1):
+        raise UserError(f"--deterministic runs one trial at a time; drop --max-concurrent {args.max_concurrent}")
     if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
         raise UserError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
     storage = args.storage or str(out / "ray" / "experiments")
@@ -245,6 +253,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         train=train, prune_collapsed=args.prune_collapsed, max_failures=args.max_failures,
         accelerator_type=args.accelerator_type, sampler=args.sampler, scheduler=args.scheduler,
         keep_checkpoints=args.keep_checkpoints, connect_timeout=args.connect_timeout,
+        deterministic=args.deterministic,
         space=(args.space or "paper") if (args.space or "paper") in SHIPPED else str(space.resolve()),
         space_sha256=space_hash(space.read_text(encoding="utf-8")))
 

@@ -322,6 +322,11 @@ def make_sampler(seed: int, num_samples: int, kind: str = "tpe") -> optuna.sampl
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
+def trial_sampler(seed: int, num_samples: int, kind: str, number: int) -> optuna.samplers.BaseSampler:
+    """The sampler that proposes Optuna trial `number` in the reproducible mode (--deterministic)."""
+    return make_sampler(seed * 1_000_003 + number, num_samples, kind)
+
+
 def describe(ranges: dict[str, Range]) -> str:
     def one(name):
         found = ranges[name]

@@ -7,6 +7,7 @@ and errored ones continued from their last checkpoint).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -16,8 +17,8 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from tune.live import LiveView
-from tune.space import SEARCHED, make_sampler, space_function
-from tune.study import MarkPruned, RoundsASHA, StudySearch
+from tune.space import SEARCHED, make_sampler, space_function, trial_sampler
+from tune.study import MarkPruned, RoundsASHA, StudyHistory, StudySearch
 from tune.trainable import run_trial
 
 
@@ -109,11 +110,18 @@ def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: 
 
     def make_tuner():
         sampler = make_sampler(study_seed, s.num_samples, s.sampler)
+        # --deterministic: one trial at a time (concurrency 1, set by the caller), each proposed by a sampler
+        # seeded by its trial number, so that a kill and --resume change nothing
+        sampler_for = functools.partial(trial_sampler, study_seed, s.num_samples, s.sampler) \
+            if s.deterministic else None
         searcher = StudySearch(space_function(ranges), metric=s.metric, mode="max", sampler=sampler,
-                               study_name=study_name, storage=storage, max_concurrent=concurrency)
+                               study_name=study_name, storage=storage, max_concurrent=concurrency,
+                               sampler_for=sampler_for)
         # reduction factor 2, not ASHA's 4: a search of a few trials still halves at each rung
+        history = StudyHistory(storage.url, study_name)
         scheduler = FIFOScheduler() if s.scheduler == "fifo" else RoundsASHA(
-            max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed, reduction_factor=2)
+            max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed, history=history,
+            reduction_factor=2)
         params = [p for p in SEARCHED if p in ranges]
         view = LiveView(f"search {target} ({study_name})", s.num_samples, rounds, s.metric, params)
         # Keep the best checkpoint by the objective and the latest (Tune always keeps the latest).

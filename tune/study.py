@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -54,11 +55,16 @@ class StudySearch(OptunaSearch):
     Each suggested config carries `optuna_trial`, the Optuna trial number, so that results map back to it.
     """
 
-    def __init__(self, space, metric: str, mode: str, sampler, study_name: str, storage, max_concurrent: int):
+    def __init__(self, space, metric: str, mode: str, sampler, study_name: str, storage, max_concurrent: int,
+                 sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None):
+        """sampler_for: a sampler for each new Optuna trial, from its number (the reproducible mode): what a
+        trial is proposed then depends only on the study's history and the trial's number, not on how many
+        proposals this driver has made (after --resume, a seeded sampler would start its draws again)."""
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, study_name=study_name,
                          storage=storage)
         self._max_concurrent = max_concurrent
         self._live: set[str] = set()
+        self._sampler_for = sampler_for
 
     def suggest(self, trial_id: str) -> dict | None:
         if len(self._live) >= self._max_concurrent:
@@ -68,6 +74,8 @@ class StudySearch(OptunaSearch):
             if orphan is not None:
                 logger.info("re-running Optuna trial %d, left RUNNING by a killed search", orphan.number)
                 self._ot_trials[trial_id] = orphan
+        if trial_id not in self._ot_trials and self._sampler_for is not None:
+            self._ot_study.sampler = self._sampler_for(len(self._ot_study.trials))  # the number ask() gives
         params = super().suggest(trial_id)
         self._live.add(trial_id)
         return {**params, "optuna_trial": self._ot_trials[trial_id].number}
@@ -99,12 +107,41 @@ class StudySearch(OptunaSearch):
         return self._ot_study
 
 
-class RoundsASHA(ASHAScheduler):
-    """ASHA over evaluation rounds; optionally also stops a trial whose target predictions collapsed."""
+class StudyHistory:
+    """The values each Optuna trial of a study has reported, by round (picklable: it keeps the storage's URL)."""
 
-    def __init__(self, max_rounds: int, grace_period: int, prune_collapsed: bool, **kwargs):
+    def __init__(self, storage_url: str, study_name: str):
+        self.storage_url, self.study_name = storage_url, study_name
+
+    def __call__(self, number: int) -> dict[int, float]:
+        study = optuna.load_study(study_name=self.study_name, storage=self.storage_url)
+        trials = study.get_trials(deepcopy=False)
+        return dict(trials[number].intermediate_values) if number < len(trials) else {}
+
+
+class RoundsASHA(ASHAScheduler):
+    """ASHA over evaluation rounds; optionally also stops a trial whose target predictions collapsed.
+
+    Tune does not save a scheduler's state, so after `Tuner.restore` ASHA's rungs would start empty and a
+    resumed trial would be judged against nothing. With `history`, every restored trial's past rounds (from
+    the Optuna study) are recorded in the rungs again as it is added, so a resumed search stops trials as the
+    uninterrupted one would have.
+    """
+
+    def __init__(self, max_rounds: int, grace_period: int, prune_collapsed: bool,
+                 history: StudyHistory | None = None, **kwargs):
         super().__init__(time_attr=ITERATION, max_t=max_rounds, grace_period=grace_period, **kwargs)
         self._collapse_from = grace_period if prune_collapsed else None
+        self._history = history
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        number = trial.config.get("optuna_trial")
+        if self._history is None or number is None or not trial.last_result:
+            return  # a new trial: nothing to record yet
+        bracket = self._trial_info[trial.trial_id]  # (ASHA's own record of the trial's bracket)
+        for round_, value in sorted(self._history(number).items()):
+            bracket.on_result(trial, round_, self._metric_op * value)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
