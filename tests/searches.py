@@ -27,6 +27,25 @@ def run_search(out: Path, data_dir: Path, cache: Path, *extra: str, env: dict | 
                           timeout=timeout, check=False)
 
 
+def draws(ranges, n: int, seed: int = 0, sampler: str = "tpe") -> list[dict]:
+    """The first n settings a seeded study suggests from the define-by-run space (no Ray, no training); each
+    trial is told a made-up value, so that TPE then proposes from what it has seen."""
+    import optuna
+
+    from tune.space import make_sampler, space_function
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(seed, n, sampler))
+    space = space_function(ranges)
+    found = []
+    for i in range(n):
+        trial = study.ask()
+        space(trial)
+        found.append(trial.params)
+        study.tell(trial, float(i % 7))
+    return found
+
+
 def session_processes(session: int) -> list[int]:
     """Live processes of the session a test started (a search and the Ray it started, or the cluster helper,
     its nodes and their workers), zombies left out."""

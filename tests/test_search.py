@@ -21,10 +21,10 @@ import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from searches import search_command, search_env, session_processes
+from searches import draws, search_command, search_env, session_processes
 
 from pram.config import PRESETS
-from tune.space import PAPER_RANGES, Choice, Interval, make_sampler, parse_range, search_ranges, space_function
+from tune.space import PAPER_RANGES, Choice, Interval, parse_range, search_ranges, space_function
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,25 +32,11 @@ SMOKE_ROUNDS = PRESETS["smoke"]["max_steps"] // PRESETS["smoke"]["eval_every"]
 FIRST_EVAL = PRESETS["smoke"]["eval_every"]
 
 
-def sample(ranges, seed: int, n: int) -> list[dict]:
-    """The first n configurations a seeded TPE study draws from the define-by-run space (no Ray)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(seed, n))
-    space = space_function(ranges)
-    configs = []
-    for i in range(n):
-        trial = study.ask()
-        space(trial)
-        configs.append(trial.params)
-        study.tell(trial, float(i))  # any value: TPE then proposes from what it has seen
-    return configs
-
-
 @pytest.mark.parametrize("dataset", ["conll", "wikiann"])
 def test_sampled_values_stay_within_the_papers_ranges(dataset):
     low = {"conll": 0.5, "wikiann": 1.0}[dataset]
     high = {"conll": 1.5, "wikiann": 3.0}[dataset]
-    configs = sample(search_ranges(dataset), seed=3, n=30)
+    configs = draws(search_ranges(dataset), seed=3, n=30)
     for c in configs:
         assert set(c) == {"tau", "lam", "alpha", "beta", "gamma"}
         assert 0.15 <= c["tau"] <= 0.25 and 0.8 <= c["lam"] <= 0.99
@@ -62,9 +48,9 @@ def test_sampled_values_stay_within_the_papers_ranges(dataset):
 
 def test_a_seed_gives_the_same_first_configurations():
     ranges = search_ranges("conll")
-    first = sample(ranges, seed=7, n=8)  # past TPE's random start (4 of 8), so TPE's own proposals too
-    assert sample(ranges, seed=7, n=8) == first
-    assert sample(ranges, seed=8, n=8) != first
+    first = draws(ranges, seed=7, n=8)  # past TPE's random start (4 of 8), so TPE's own proposals too
+    assert draws(ranges, seed=7, n=8) == first
+    assert draws(ranges, seed=8, n=8) != first
 
 
 def test_ranges_from_the_command_line_replace_or_add_one_setting():
@@ -74,7 +60,7 @@ def test_ranges_from_the_command_line_replace_or_add_one_setting():
     assert ranges["beta_start"] == Choice((0.5,))
     assert ranges["beta_ramp"] == Interval(0.1, 0.2)
     assert ranges["lam"] == PAPER_RANGES["conll"]["lam"]
-    configs = sample(ranges, seed=0, n=10)
+    configs = draws(ranges, seed=0, n=10)
     for c in configs:
         assert 0.1 <= c["tau"] <= 0.3 and c["gamma"] in (1.0, None) and c["beta_start"] == 0.5
 
@@ -83,7 +69,7 @@ def test_the_representation_settings_are_searched_as_choices_of_names():
     ranges = search_ranges("conll", ["proto_space=hidden,centered,projection", "proto-layers=last,mean4",
                                      "tau=0.02:0.3"])
     assert ranges["proto_space"] == Choice(("hidden", "centered", "projection"))
-    configs = sample(ranges, seed=0, n=30)
+    configs = draws(ranges, seed=0, n=30)
     assert {c["proto_space"] for c in configs} == {"hidden", "centered", "projection"}
     assert {c["proto_layers"] for c in configs} == {"last", "mean4"}
     assert min(c["tau"] for c in configs) < 0.1  # the wider temperature range is reachable

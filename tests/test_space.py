@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pyarrow.parquet as pq
 import pytest
+from searches import draws
 
 from pram.config import TrainConfig
 from tune.space import (
@@ -21,29 +22,13 @@ from tune.space import (
     Choice,
     Interval,
     load_space,
-    make_sampler,
     parse_range,
     search_ranges,
-    space_function,
     space_path,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 EVERY_KIND = ROOT / "tests" / "spaces" / "every-kind.yaml"
-
-
-def draws(ranges, n: int, seed: int = 0, sampler: str = "random") -> list[dict]:
-    """The first n settings a seeded study suggests from the define-by-run space (no Ray, no training)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(seed, n, sampler))
-    space = space_function(ranges)
-    found = []
-    for i in range(n):
-        trial = study.ask()
-        space(trial)
-        found.append(trial.params)
-        study.tell(trial, float(i % 7))
-    return found
 
 
 def test_a_space_file_reads_as_optunas_distributions():
@@ -57,7 +42,7 @@ def test_a_space_file_reads_as_optunas_distributions():
 
 
 def test_every_suggestion_lies_in_its_range_and_log_settings_are_drawn_on_a_log_scale():
-    configs = draws(load_space(EVERY_KIND), n=400)
+    configs = draws(load_space(EVERY_KIND), n=400, sampler="random")
     for c in configs:
         assert 0.05 <= c["tau"] <= 0.3 and 0.8 <= c["lam"] <= 0.99 and 0.5 <= c["beta"] <= 1.5
         assert c["alpha"] in (0.5, 0.75, 1.0, 1.25, 1.5)  # the grid of step 0.25
@@ -94,7 +79,7 @@ def test_the_shipped_spaces_load_and_paper_is_appendix_a(dataset):
     wide = load_space(space_path("wide", dataset))
     assert wide["tau"] == Interval(0.02, 0.3, log=True) and wide["lr"].log
     assert set(PAPER_RANGES[dataset]) < set(wide)
-    for c in draws(wide, n=30):  # every draw of the wide space is a TrainConfig
+    for c in draws(wide, n=30, sampler="random"):  # every draw of the wide space is a TrainConfig
         TrainConfig(**c)
 
 

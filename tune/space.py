@@ -20,6 +20,7 @@ import functools
 import hashlib
 import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -125,11 +126,7 @@ def parse_space(text: str, where: str) -> dict[str, Range]:
         except ValueError as e:
             raise UserError(f"{where}:{line}: {name}: {e}") from None
         lines[name] = line
-    for name, found in ranges.items():
-        try:
-            check_condition(name, found, ranges)
-        except ValueError as e:
-            raise UserError(f"{where}:{lines[name]}: {name}: {e}") from None
+    check_conditions(ranges, lambda name: f"{where}:{lines[name]}")
     return ranges
 
 
@@ -227,6 +224,15 @@ def _condition(when) -> Condition:
     return str(choice).replace("-", "_"), values
 
 
+def check_conditions(ranges: dict[str, Range], where: Callable[[str], str]) -> None:
+    """Every `when:` of a space; a wrong one is a UserError at where(setting)."""
+    for name, found in ranges.items():
+        try:
+            check_condition(name, found, ranges)
+        except ValueError as e:
+            raise UserError(f"{where(name)}: {name}: {e}") from None
+
+
 def check_condition(name: str, found: Range, ranges: dict[str, Range]) -> None:
     """A `when:` names a choice of the same space, drawn unconditionally, and values among its choices."""
     if found.when is None:
@@ -273,11 +279,7 @@ def search_ranges(dataset: str, overrides: list[str] = (), space: Path | None = 
     for text in overrides:
         name, found = parse_range(text)
         ranges[name] = found
-    for name, found in ranges.items():
-        try:
-            check_condition(name, found, ranges)
-        except ValueError as e:
-            raise UserError(f"--range: {name}: {e}") from None
+    check_conditions(ranges, lambda name: "--range")
     return ranges
 
 
