@@ -390,6 +390,7 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
             if any(len(p.read_text().splitlines()) >= 2 for p in progress):
                 break
             time.sleep(0.2)
+        time.sleep(0.5)  # not inside Tune's rewrite of its snapshot right after a report (tests/test_reproducible.py)
         assert driver.poll() is None, "the search ended before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
