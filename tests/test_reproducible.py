@@ -1,5 +1,6 @@
-"""The reproducible mode (--deterministic): two seeded smoke searches, and a third killed mid-search and
-resumed, give the same trials, settings, early stops and final table; only when and where trials ran differ."""
+"""The reproducible mode (--deterministic): two seeded smoke searches, and a third killed mid-search (its Tune
+snapshot cut short, as a kill inside Tune's copy of it leaves it) and resumed, give the same trials, settings,
+early stops and final table; only when and where trials ran differ."""
 
 from __future__ import annotations
 
@@ -57,17 +58,19 @@ def test_a_search_killed_and_resumed_in_the_reproducible_mode_is_the_same_again(
             if any(len(p.read_text().splitlines()) >= 2 for p in progress):
                 break
             time.sleep(0.1)
-        # Not in the very instant after a report: Tune then rewrites its experiment snapshot in place (not
-        # atomically), and a SIGKILL inside that write leaves an empty snapshot that no resume can read
-        # (README, "Reproducing a search"). A trial still has several seconds to go.
-        time.sleep(1.0)
+        time.sleep(1.0)  # a trial still has several seconds to go
         assert driver.poll() is None, "the search ended before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
+        # What a kill inside Tune's in-place copy of its snapshot to the storage leaves: an empty file. The
+        # resume puts it back from the driver's staging copy.
+        [snapshot] = (out / "ray" / "experiments" / "search-de").glob("experiment_state-*.json")
+        snapshot.write_bytes(b"")
         resumed = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(cache),
                                  capture_output=True, text=True, check=False, timeout=400)
     finally:
         for pid in session_processes(driver.pid):
             os.kill(pid, signal.SIGKILL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"search-de: Tune's snapshot ({snapshot.name}) was cut short by the kill" in resumed.stderr
     assert what_it_did(out) == what_it_did(first)

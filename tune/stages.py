@@ -8,9 +8,11 @@ and errored ones continued from their last checkpoint).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from ray import tune
@@ -47,8 +49,48 @@ class NoResultFiles(logging.Filter):
 logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(NoResultFiles())
 
 
+def repair_snapshots(s, name: str) -> list[str]:
+    """Put back Tune snapshot files of experiment `name` that a killed driver left broken in the storage.
+
+    Tune writes its snapshot (experiment_state-*.json, search_gen_state-*.json, searcher-state-*.pkl) into the
+    driver's staging folder, under the local Ray's temp folder (<out>/ray/tmp), then copies it to the storage,
+    overwriting the last copy in place: a SIGKILL during that copy leaves the storage's file empty or cut, and
+    `Tuner.restore` then silently loses the trials it held. The staging copy is whole; it goes back. Returns the
+    names of the files put back (a search on a cluster's storage, with no local staging, is left as it is)."""
+    folder = Path(s.storage) / name
+    if "://" in s.storage or not folder.is_dir():
+        return []
+    staged = {}
+    for copy in sorted((Path(s.out) / "ray" / "tmp").glob(f"session_*/artifacts/*/{name}/driver_artifacts/*"),
+                       key=lambda p: p.stat().st_mtime):
+        staged[copy.name] = copy  # the latest session's copy of each file wins
+    repaired = []
+    for kept in folder.iterdir():
+        copy = staged.get(kept.name)
+        if kept.is_file() and copy is not None and _whole(copy) and not _whole(kept):
+            shutil.copyfile(copy, kept)
+            repaired.append(kept.name)
+    return repaired
+
+
+def _whole(path: Path) -> bool:
+    """A snapshot file that reads: JSON that parses, or a non-empty pickle."""
+    if path.suffix != ".json":
+        return path.stat().st_size > 0
+    try:
+        json.loads(path.read_text())
+        return True
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
 def _fit(s, name: str, trainable, make_tuner, resume: bool):
     path = f"{s.storage.rstrip('/')}/{name}"
+    if resume:
+        repaired = repair_snapshots(s, name)
+        if repaired:
+            print(f"search: {name}: Tune's snapshot ({', '.join(repaired)}) was cut short by the kill; put back "
+                  "from the driver's staging copy", file=sys.stderr)
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
