@@ -62,3 +62,23 @@ def test_the_search_ranges_and_laptop_defaults_the_readme_quotes_are_the_codes()
     assert (f"On its laptop default ({laptop['num_samples']} trials and {laptop['final_seeds']} final seeds per "
             f"target, a shorter schedule than `pram train`'s laptop preset: {train['max_steps']} steps of batch "
             f"{train['batch_size']} on {train['train_sentences']:,} sentences per language)") in readme
+
+
+def test_the_wide_space_predict_chunks_and_importance_threshold_the_readme_quotes_are_the_codes():
+    from pram.dashboard.importance import MIN_COMPLETE
+    from pram.predict import CHUNK
+    from tune.space import Choice, load_space, space_path
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for dataset in ("conll", "wikiann"):
+        wide = load_space(space_path("wide", dataset))
+        assert (wide["tau"].low, wide["tau"].log) == (0.02, True)
+        assert (wide["lr"].low, wide["lr"].high, wide["lr"].log) == (1e-5, 3e-4, True)
+        assert (wide["frozen_layers"].low, wide["frozen_layers"].high) == (0, 6)
+        assert wide["batch_size"] == Choice((8, 16, 32))
+        assert {"weight_decay", "head_dropout", "lr_schedule", "proto_space", "proto_layers"} <= set(wide)
+    assert ("`wide` holds the paper's five with τ on a log scale down to 0.02, the learning rate on a log scale "
+            "from 1e-5 to 3e-4 with its schedule, weight decay, head dropout, frozen layers 0-6, batch size 8/16/32 "
+            "and the representation choices") in readme
+    assert f"`pram predict` reads, tags and writes {CHUNK:,} sentences at a time" in readme
+    assert f"shown from {MIN_COMPLETE} complete trials a target" in readme
