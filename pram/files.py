@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,19 +12,27 @@ from pathlib import Path
 import pyarrow as pa
 
 
-def write_atomically(path: Path, content: str | bytes) -> Path:
-    """Write a temporary file beside `path`, then rename it: a reader sees the old file or the new one."""
+@contextlib.contextmanager
+def atomic_output(path: Path, mode: str = "wb"):
+    """A file to write `path` through, piece by piece: a temporary file beside it, renamed to `path` when the
+    block ends, removed if it raises. A reader sees the old file or the whole new one, never half of one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content.encode("utf-8") if isinstance(content, str) else content)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the page is meant to be read
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the file is meant to be read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_atomically(path: Path, content: str | bytes) -> Path:
+    """Write a temporary file beside `path`, then rename it: a reader sees the old file or the new one."""
+    with atomic_output(path) as f:
+        f.write(content.encode("utf-8") if isinstance(content, str) else content)
+    return Path(path)
 
 
 def write_parquet(path: Path, table: pa.Table) -> Path:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from pram.device import pick_device
 from pram.encoder import fingerprint, load_tokenizer
 from pram.errors import UserError, at
 from pram.evaluate import evaluate, predict
+from pram.files import atomic_output
 from pram.model import TokenClassifier
 
 
@@ -160,8 +160,13 @@ def read_sentences(path: Path) -> Iterator[list[str]]:
     if conll:
         yield from (list(s.tokens) for s in read_file(path))
         return
-    with path.open(encoding=encoding, errors="replace") as f:
-        for number, line in enumerate(f, 1):
+    with path.open("rb") as f:  # line by line, each decoded strictly with the encoding of the file's start
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode(encoding if number == 1 else encoding.removesuffix("-sig"))  # a BOM: line 1
+            except UnicodeDecodeError:
+                raise UserError(f"{at(path, number)}: not UTF-8, though the file starts as UTF-8: convert it to "
+                                "one encoding (iconv -f latin1 -t utf-8, for instance)") from None
             bad = CONTROL.search(line)
             if bad:
                 raise UserError(f"{at(path, number)}: binary content (byte {ord(bad.group()):#04x}), not text: "
@@ -196,7 +201,7 @@ def predict_command(checkpoint: str, file: str, out: str | None, encoder: str | 
                     int8: bool = False, chunk: int = CHUNK) -> int:
     """Tag `file` chunk by chunk, writing each chunk's tags as soon as they are ready: to `out` through a
     temporary file renamed at the end (an error leaves no half-written file), or to stdout. A progress bar with
-    sentences/s on a terminal (stderr), none when piped."""
+    sentences/s on stderr when it is a terminal, unless the tags go to the same terminal."""
     import datasets
 
     device = pick_device("cpu" if int8 else "auto")
@@ -206,33 +211,22 @@ def predict_command(checkpoint: str, file: str, out: str | None, encoder: str | 
     model, tokenizer, info = load_trained(checkpoint, device, encoder, int8)
     config = TrainConfig.from_dict(info["config"])
     console = Console(stderr=True)
-    target, tmp, sink = Path(out) if out else None, None, sys.stdout
-    if target:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        sink = os.fdopen(fd, "w", encoding="utf-8")
-    done = 0
-    try:
-        with Progress(TextColumn("tagging"), BarColumn(), TextColumn("{task.completed:,} sentences"),
-                      TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), console=console,
-                      disable=not console.is_terminal, transient=False) as progress:
-            task = progress.add_task("tag", total=None, speed="")
-            started = time.monotonic()
-            for sentences in _chunks(read_sentences(path), chunk):
-                sink.write(tag_chunk(model, tokenizer, sentences, config, info["label_names"], device))
-                sink.flush()
-                done += len(sentences)
-                speed = done / max(time.monotonic() - started, 1e-9)
-                progress.update(task, completed=done, speed=f"{speed:,.0f} sentences/s")
+    # The bar shares the terminal with the tags when they go to it: then there is none.
+    bar = console.is_terminal and (out is not None or not sys.stdout.isatty())
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(atomic_output(Path(out), "w")) if out else sys.stdout
+        progress = stack.enter_context(Progress(
+            TextColumn("tagging"), BarColumn(), TextColumn("{task.completed:,} sentences"),
+            TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), console=console, disable=not bar))
+        task = progress.add_task("tag", total=None, speed="")
+        started, done = time.monotonic(), 0
+        for sentences in _chunks(read_sentences(path), chunk):
+            sink.write(tag_chunk(model, tokenizer, sentences, config, info["label_names"], device))
+            sink.flush()
+            done += len(sentences)
+            speed = done / max(time.monotonic() - started, 1e-9)
+            progress.update(task, completed=done, speed=f"{speed:,.0f} sentences/s")
         if not done:
             raise UserError(f"{at(path)}: no sentence to tag (only blank lines): give a CoNLL file or a text "
                             "file with one sentence per line")
-        if target:
-            sink.close()
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-    except BaseException:
-        if target:
-            sink.close()
-            Path(tmp).unlink(missing_ok=True)
-        raise
     return 0

@@ -119,8 +119,8 @@ class SearchFolder:
 
         space = self.path / SPACE
         try:
-            names = list(yaml.safe_load(space.read_text(encoding="utf-8")) or {}) if space.is_file() else \
-                ["tau", "lam", "alpha", "beta", "gamma"]
+            names = [str(n).replace("-", "_") for n in yaml.safe_load(space.read_text(encoding="utf-8")) or {}] \
+                if space.is_file() else ["tau", "lam", "alpha", "beta", "gamma"]
         except (yaml.YAMLError, AttributeError, TypeError):
             names = []
         names += [r.partition("=")[0].strip().replace("-", "_") for r in self.run.get("ranges", ())]

@@ -8,6 +8,7 @@ measures is in `metrics.py`, which weights it keeps in `selection.py`, what it p
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,10 +50,10 @@ def first_pieces(model, batch: dict, device: str):
 def lr_at(config: TrainConfig, step: int) -> float:
     """The learning rate of training step `step` (0-based). `linear` is HuggingFace's
     get_linear_schedule_with_warmup written as a function of the step, so that a resumed run repeats it with no
-    scheduler state to save."""
+    scheduler state to save; its warm-up is ceil(warmup * max_steps) steps, as the Trainer's warmup_ratio."""
     if config.lr_schedule == "constant":
         return config.lr
-    warm = round(config.warmup * config.max_steps)
+    warm = math.ceil(config.warmup * config.max_steps)
     if step < warm:
         return config.lr * step / max(1, warm)
     return config.lr * max(0.0, (config.max_steps - step) / max(1, config.max_steps - warm))

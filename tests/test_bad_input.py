@@ -126,13 +126,18 @@ def test_predict_streams_in_chunks_in_input_order(checkpoint, data_dir, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunked.tsv", "input.txt", "whole.tsv"]  # no temp file
 
 
-def test_a_binary_line_after_the_first_chunks_leaves_no_output_file(pram, checkpoint, tmp_path):
+@pytest.mark.parametrize("tail, message", [(b"und\x00dann\n", ":3001: binary content (byte 0x00)"),
+                                           (b"K\xf6ln .\n", ":3001: not UTF-8, though the file starts as UTF-8")])
+def test_a_bad_line_after_the_first_chunk_leaves_no_output_file(pram, checkpoint, tmp_path, monkeypatch, tail,
+                                                                message):
+    """The file's start is sniffed (HEAD bytes, cut here to 4 KiB so that the bad line lies beyond it); the first
+    chunk of 2,048 sentences is tagged and written before line 3,001 is read."""
+    monkeypatch.setattr("pram.predict.HEAD", 4096)
     given = tmp_path / "input.txt"
-    lines = [f"Satz Nummer {i} ." for i in range(3000)]
-    given.write_bytes(("\n".join(lines) + "\nund\x00dann\n").encode())  # past the first chunk of 2,048
+    given.write_bytes("".join(f"Satz Nummer {i} .\n" for i in range(3000)).encode() + tail)
     out = tmp_path / "tags.tsv"
     done = pram("predict", str(checkpoint), str(given), "--out", str(out))
-    _one_line(done, f"{given}:3001: binary content (byte 0x00)")
+    _one_line(done, f"{given}{message}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt"]  # neither the output nor its temp file
 
 

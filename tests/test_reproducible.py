@@ -26,7 +26,7 @@ def what_it_did(out) -> tuple[list[dict], list[dict], list[dict]]:
         found = [{k: v for k, v in r.items() if k not in drop} for r in pq.read_table(out / name).to_pylist()]
         return sorted(found, key=lambda r: (r.get("optuna_trial"), r.get("round"), r.get("variant"), r.get("lang"),
                                             r.get("selection")))
-    return (rows("trials.parquet", set(RUN_COLUMNS)), rows("history.parquet", set(RUN_COLUMNS) | {"cpu_s"}),
+    return (rows("trials.parquet", set(RUN_COLUMNS)), rows("history.parquet", set(RUN_COLUMNS)),
             rows("final.parquet", {"checkpoints"}))
 
 

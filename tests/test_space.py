@@ -23,6 +23,7 @@ from tune.space import (
     Interval,
     load_space,
     parse_range,
+    parse_space,
     search_ranges,
     space_path,
 )
@@ -83,6 +84,25 @@ def test_the_shipped_spaces_load_and_paper_is_appendix_a(dataset):
         TrainConfig(**c)
 
 
+def test_a_condition_on_none_and_a_conditional_choice_are_drawn_when_they_hold():
+    ranges = parse_space("gamma: [1.0, none]\n"
+                         "tau: {low: 0.1, high: 0.2, when: {gamma: none}}\n"
+                         "proto_space: {choices: [hidden, projection], when: {gamma: 1.0}}\n", "inline")
+    assert ranges["tau"].when == ("gamma", (None,)) and ranges["proto_space"].when == ("gamma", (1.0,))
+    configs = draws(ranges, n=40, sampler="random")
+    assert all(("tau" in c) == (c["gamma"] is None) and ("proto_space" in c) == (c["gamma"] == 1.0)
+               for c in configs)
+    assert {c["gamma"] for c in configs} == {1.0, None}
+
+
+def test_a_range_keeps_the_files_condition_and_a_fixed_choice_drops_what_can_no_longer_be_drawn():
+    wide = space_path("wide", "conll")
+    assert search_ranges("conll", ["warmup=0:0.1"], space=wide)["warmup"] == \
+        Interval(0.0, 0.1, when=("lr_schedule", ("linear",)))
+    fixed = search_ranges("conll", ["lr_schedule=constant", "proto_space=projection"], space=wide)
+    assert "warmup" not in fixed and fixed["proto_dim"] == load_space(wide)["proto_dim"]
+
+
 def test_a_range_on_the_command_line_replaces_one_line_of_the_file():
     ranges = search_ranges("conll", ["lr=1e-5:1e-3:log", "tau=0.2"], space=EVERY_KIND)
     assert ranges["lr"] == Interval(1e-5, 1e-3, log=True)
@@ -105,6 +125,8 @@ BAD_SPACES = [  # (file text, the line named, words of the message)
     ("proto_space: [hidden, flat]\n", 1, "proto_space must be one of"),
     ("tau: [fast]\n", 1, "'fast' is not a number"),
     ("gamma: {low: 1, high: 2, sharp: true}\n", 1, "unknown key(s) sharp"),
+    ("{}\n", 1, "the space is empty"),
+    ("gamma: [1.0]\ntau: {low: 0.1, high: 0.2, when: {gamma: []}}\n", 2, "give at least one value"),
 ]
 
 

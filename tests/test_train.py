@@ -337,6 +337,8 @@ def test_the_linear_schedule_is_huggingfaces_warm_up_then_decay():
     assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)
     assert ours[0] == 0 and ours[6] == pytest.approx(3e-3) and ours[33] == pytest.approx(3e-3 * 27 / 54)
     assert {lr_at(preset("smoke"), step) for step in range(60)} == {3e-3}  # constant: the preset's rate
+    odd = preset("smoke", lr_schedule="linear", warmup=0.15)  # 9 steps of warm-up: ceil(0.15 * 60), as the Trainer
+    assert lr_at(odd, 8) == pytest.approx(3e-3 * 8 / 9) and lr_at(odd, 9) == pytest.approx(3e-3)
 
 
 @pytest.mark.slow

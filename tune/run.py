@@ -106,6 +106,7 @@ def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dic
         local_auth_token(out)
     if not resume:
         write_json(out / RUN, asdict(s))
+    if not (out / SPACE).exists():  # (also when a kill came between run.json and it)
         write_atomically(out / SPACE, space_text)
     # Ctrl+C ends the driver at once (Tune's handler would let it go on to the next stage); --resume goes on.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")

@@ -23,8 +23,8 @@ from pathlib import Path
 from pram.cli import add_config_flags
 from pram.config import PRESETS, TrainConfig
 from pram.errors import UserError
-from pram.results import OBJECTIVE_METRICS
-from tune.space import PAPER_SETTINGS, SAMPLERS, SCHEDULERS, SHIPPED, search_ranges, space_hash, space_path
+from pram.results import OBJECTIVE_METRICS, SPACE
+from tune.space import PAPER_SETTINGS, SAMPLERS, SCHEDULERS, SHIPPED, load_space, search_ranges, space_hash, space_path
 
 # What a search does by default with each preset. The laptop schedule is shorter than `pram train`'s laptop
 # preset, with a larger learning rate and shorter sentences: measured on 2 cores (me5-small, 1 thread a trial,
@@ -204,9 +204,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise UserError(f"--resume: {saved} is not the settings of a search by tune/search.py ({type(e).__name__}: "
                             f"{e}): pass the --out of the search to continue") from None
-        if args.space is not None:
-            given = space_hash(space_path(args.space, settings.dataset).read_text(encoding="utf-8"))
-            if given != (settings.space_sha256 or space_hash(space_path("paper", settings.dataset).read_text())):
+        if args.space is not None:  # the same distributions, whatever the comments say
+            copy = out / SPACE
+            made_with = load_space(copy if copy.is_file() else space_path(settings.space, settings.dataset))
+            if load_space(space_path(args.space, settings.dataset)) != made_with:
                 raise UserError(f"--resume: the search in {out} was made with the space {settings.space}, and "
                                 f"--space {args.space} differs from it: resume without --space, or start a new "
                                 "search with another --out")

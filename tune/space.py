@@ -109,7 +109,7 @@ def parse_space(text: str, where: str) -> dict[str, Range]:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise UserError(f"{where}{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-    if root is None:
+    if root is None or (isinstance(root, yaml.MappingNode) and not root.value):
         raise UserError(f"{where}:1: the space is empty; name at least one setting (see tune/spaces/)")
     if not isinstance(root, yaml.MappingNode):
         raise UserError(f"{where}:{root.start_mark.line + 1}: a space is a mapping of settings to ranges, "
@@ -142,6 +142,10 @@ def to_range(name: str, spec) -> Range:
             when = _condition(spec.pop("when"))
         if not spec:  # only `when:`
             raise ValueError("give low and high, a list of choices, or a value")
+    if isinstance(spec, dict) and set(spec) == {"choices"}:  # a choice with a condition: {choices: [...], when: ...}
+        spec = spec["choices"]
+        if not isinstance(spec, list):
+            raise ValueError("choices: give a list")
     if isinstance(spec, dict):
         found = _interval(name, spec, when)
     elif isinstance(spec, list):
@@ -162,7 +166,7 @@ def _interval(name: str, spec: dict, when: Condition | None) -> Interval:
     unknown = set(spec) - {"low", "high", "log", "step"}
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(map(str, sorted(unknown)))}; a range has low, high and "
-                         "optionally log or step (and when)")
+                         "optionally log or step (and when); a conditional choice is {choices: [...], when: ...}")
     if "low" not in spec or "high" not in spec:
         raise ValueError("a range needs both low and high")
     if name in CATEGORICAL:
@@ -221,33 +225,37 @@ def _condition(when) -> Condition:
         raise ValueError("when: give one choice and its value(s), e.g. `when: {proto_space: projection}`")
     [(choice, values)] = when.items()
     values = tuple(values) if isinstance(values, list) else (values,)
+    if not values:
+        raise ValueError("when: give at least one value of the choice")
     return str(choice).replace("-", "_"), values
 
 
 def check_conditions(ranges: dict[str, Range], where: Callable[[str], str]) -> None:
-    """Every `when:` of a space; a wrong one is a UserError at where(setting)."""
-    for name, found in ranges.items():
+    """Every `when:` of a space, its values made the choice's own (`none` -> None, "1.5" -> 1.5) in place; a
+    wrong one is a UserError at where(setting)."""
+    for name, found in list(ranges.items()):
         try:
-            check_condition(name, found, ranges)
+            if found.when is not None:
+                ranges[name] = replace(found, when=(found.when[0], check_condition(found, ranges)))
         except ValueError as e:
             raise UserError(f"{where(name)}: {name}: {e}") from None
 
 
-def check_condition(name: str, found: Range, ranges: dict[str, Range]) -> None:
-    """A `when:` names a choice of the same space, drawn unconditionally, and values among its choices."""
-    if found.when is None:
-        return
+def check_condition(found: Range, ranges: dict[str, Range]) -> tuple:
+    """A `when:` names a choice of the same space, drawn unconditionally, and values among its choices; returns
+    those values as the choice holds them."""
     choice, values = found.when
     parent = ranges.get(choice)
     if not isinstance(parent, Choice):
         raise ValueError(f"when: {choice} is not a choice of this space (a `when:` depends on a list of choices)")
     if parent.when is not None:
         raise ValueError(f"when: {choice} is itself conditional; a condition must name a choice drawn always")
-    wanted = [_value(choice, v) for v in values]
+    wanted = tuple(_value(choice, v) for v in values)
     unknown = [v for v in wanted if v not in parent.values]
     if unknown:
         raise ValueError(f"when: {choice} has no choice {', '.join(map(str, unknown))} "
                          f"(its choices: {parent})")
+    return wanted
 
 
 def parse_range(text: str) -> tuple[str, Range]:
@@ -274,11 +282,18 @@ def parse_range(text: str) -> tuple[str, Range]:
 
 def search_ranges(dataset: str, overrides: list[str] = (), space: Path | None = None) -> dict[str, Range]:
     """The ranges of `space` (default: the paper's for `dataset`), with each `--range NAME=...` replacing or
-    adding one."""
+    adding one. A replaced setting keeps the file's `when:`; a conditional setting whose choice --range fixed to
+    another value is dropped (it would never be drawn)."""
     ranges = dict(load_space(space or space_path("paper", dataset)))
     for text in overrides:
         name, found = parse_range(text)
-        ranges[name] = found
+        old = ranges.get(name)
+        # a --range replaces a setting's values, not its condition in the file
+        ranges[name] = replace(found, when=old.when) if old is not None and found.when is None else found
+    for name, found in list(ranges.items()):  # a choice fixed by --range can leave a condition that never holds
+        if found.when is not None and isinstance(ranges.get(found.when[0]), Choice) and \
+                not set(found.when[1]) & set(ranges[found.when[0]].values):
+            del ranges[name]
     check_conditions(ranges, lambda name: "--range")
     return ranges
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import pickletools
 import re
 import shutil
 import sys
@@ -38,9 +39,11 @@ class NoResultFiles(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if not message.startswith("Failed to fetch metrics"):
-            return True
-        names = re.findall(r"^- (\S+?):", message, flags=re.MULTILINE)
+        failures = re.findall(r"^- (\S+?): (\w+)\(", message, flags=re.MULTILINE)
+        if not message.startswith("Failed to fetch metrics") or not failures or \
+                any(error != "FileNotFoundError" for _, error in failures):
+            return True  # another cause (a cut result.json, say) is Tune's to tell
+        names = [name for name, _ in failures]
         record.msg, record.args = (f"no result file for {', '.join(names) or 'some trials'}: they had not reported "
                                    "an evaluation when the search was interrupted (nothing of theirs was lost)"), ()
         return True
@@ -60,26 +63,28 @@ def repair_snapshots(s, name: str) -> list[str]:
     folder = Path(s.storage) / name
     if "://" in s.storage or not folder.is_dir():
         return []
-    staged = {}
-    for copy in sorted((Path(s.out) / "ray" / "tmp").glob(f"session_*/artifacts/*/{name}/driver_artifacts/*"),
-                       key=lambda p: p.stat().st_mtime):
-        staged[copy.name] = copy  # the latest session's copy of each file wins
-    repaired = []
-    for kept in folder.iterdir():
-        copy = staged.get(kept.name)
-        if kept.is_file() and copy is not None and _whole(copy) and not _whole(kept):
-            shutil.copyfile(copy, kept)
-            repaired.append(kept.name)
-    return repaired
+    stagings = sorted((Path(s.out) / "ray" / "tmp").glob(f"session_*/artifacts/*/{name}/driver_artifacts"),
+                      key=lambda p: p.stat().st_mtime)
+    if not stagings:
+        return []
+    staged = [copy for copy in stagings[-1].iterdir() if copy.is_file() and copy.suffix in (".json", ".pkl")]
+    broken = [copy.name for copy in staged if (folder / copy.name).is_file() and not _whole(folder / copy.name)]
+    if not broken or not all(_whole(copy) for copy in staged):
+        return []
+    for copy in staged:  # all of the last session's snapshot together: its files belong to one another
+        shutil.copyfile(copy, folder / copy.name)
+    return broken
 
 
 def _whole(path: Path) -> bool:
-    """A snapshot file that reads: JSON that parses, or a non-empty pickle."""
-    if path.suffix != ".json":
-        return path.stat().st_size > 0
+    """A snapshot file that reads: JSON that parses, or a pickle whose opcodes run to its STOP (read with
+    pickletools, which runs nothing)."""
     try:
-        json.loads(path.read_text())
-        return True
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+            return True
+        ops = list(pickletools.genops(path.read_bytes()))
+        return bool(ops) and ops[-1][0].name == "STOP"
     except (ValueError, UnicodeDecodeError):
         return False
 

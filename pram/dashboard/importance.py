@@ -15,7 +15,8 @@ MIN_COMPLETE = 20
 """Complete trials below which no importance is shown. fANOVA fits a random forest of the objective on the
 settings and splits its variance among them; with the 4 trials a target of a laptop search the forest fits
 noise and still returns numbers that sum to 1. 20 is a choice, not a measurement: more trials than the wide
-space has settings (17), so that every setting has been varied at least once against the others."""
+space has settings (15), so that every setting has been varied at least once against the others. (Optuna's fANOVA
+leaves out settings that a trial may not have, such as a conditional proto_dim or warmup.)"""
 
 
 @dataclass
