@@ -67,7 +67,7 @@ def repair_snapshots(s, name: str) -> list[str]:
                       key=lambda p: p.stat().st_mtime)
     if not stagings:
         return []
-    staged = [copy for copy in stagings[-1].iterdir() if copy.is_file() and copy.suffix in (".json", ".pkl")]
+    staged = [copy for copy in stagings[-1].iterdir() if copy.is_file()]
     broken = [copy.name for copy in staged if (folder / copy.name).is_file() and not _whole(folder / copy.name)]
     if not broken or not all(_whole(copy) for copy in staged):
         return []
@@ -78,15 +78,18 @@ def repair_snapshots(s, name: str) -> list[str]:
 
 def _whole(path: Path) -> bool:
     """A snapshot file that reads: JSON that parses, or a pickle whose opcodes run to its STOP (read with
-    pickletools, which runs nothing)."""
+    pickletools, which runs nothing). By content, not name: Tune's search_gen_state-*.json is a pickle."""
+    data = path.read_bytes()
     try:
-        if path.suffix == ".json":
-            json.loads(path.read_text())
-            return True
-        ops = list(pickletools.genops(path.read_bytes()))
-        return bool(ops) and ops[-1][0].name == "STOP"
-    except (ValueError, UnicodeDecodeError):
+        json.loads(data)
+        return True
+    except ValueError:  # (UnicodeDecodeError is one)
+        pass
+    try:
+        ops = list(pickletools.genops(data))
+    except ValueError:
         return False
+    return bool(ops) and ops[-1][0].name == "STOP"
 
 
 def _fit(s, name: str, trainable, make_tuner, resume: bool):
