@@ -152,11 +152,11 @@ def _open_input(path: Path) -> tuple[str, bool]:
     return encoding, conll
 
 
-def read_sentences(path: Path) -> Iterator[list[str]]:
+def read_sentences(path: Path, kind: tuple[str, bool] | None = None) -> Iterator[list[str]]:
     """The sentences of a file to tag, one at a time: a CoNLL file (token first, tag last; read whole, as
     labelled files are small) or plain text with one sentence per line, split on white space (streamed). A
-    binary line further on is one UserError naming it."""
-    encoding, conll = _open_input(path)
+    binary line further on is one UserError naming it. kind: what `_open_input` found, if it has been asked."""
+    encoding, conll = kind or _open_input(path)
     if conll:
         yield from (list(s.tokens) for s in read_file(path))
         return
@@ -206,7 +206,7 @@ def predict_command(checkpoint: str, file: str, out: str | None, encoder: str | 
 
     device = pick_device("cpu" if int8 else "auto")
     path = Path(file)
-    _open_input(path)  # a bad file is refused before the model loads
+    kind = _open_input(path)  # a bad file is refused before the model loads
     datasets.disable_progress_bars()  # one bar for the whole file, not one per chunk
     model, tokenizer, info = load_trained(checkpoint, device, encoder, int8)
     config = TrainConfig.from_dict(info["config"])
@@ -220,7 +220,7 @@ def predict_command(checkpoint: str, file: str, out: str | None, encoder: str | 
             TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), console=console, disable=not bar))
         task = progress.add_task("tag", total=None, speed="")
         started, done = time.monotonic(), 0
-        for sentences in _chunks(read_sentences(path), chunk):
+        for sentences in _chunks(read_sentences(path, kind), chunk):
             sink.write(tag_chunk(model, tokenizer, sentences, config, info["label_names"], device))
             sink.flush()
             done += len(sentences)

@@ -27,6 +27,16 @@ def run_search(out: Path, data_dir: Path, cache: Path, *extra: str, env: dict | 
                           timeout=timeout, check=False)
 
 
+def tune_results(storage: Path, stage: str) -> dict[str, list[dict]]:
+    """Every result Tune recorded per trial of one stage (search-de, final-de) under a storage folder, from its
+    result.json; complete lines only, so that it can be read while Tune writes it."""
+    import json
+
+    return {trial.parent.name: [json.loads(line) for line in trial.read_text().splitlines(keepends=True)
+                                if line.endswith("\n")]
+            for trial in sorted((storage / stage).glob("*/result.json"))}
+
+
 def draws(ranges, n: int, seed: int = 0, sampler: str = "tpe") -> list[dict]:
     """The first n settings a seeded study suggests from the define-by-run space (no Ray, no training); each
     trial is told a made-up value, so that TPE then proposes from what it has seen."""

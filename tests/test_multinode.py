@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import optuna
 import pyarrow.parquet as pq
 import pytest
-from searches import session_processes
+from searches import session_processes, tune_results
 
 pytestmark = pytest.mark.slow  # a three-node Ray cluster and a smoke search on it
 
@@ -95,12 +95,6 @@ def search(cluster, tmp_path_factory, data_dir):
     assert run.returncode == 0, run.stderr[-3000:]
     return SimpleNamespace(out=out, storage=storage, seconds=time.time() - started, before=before,
                            after=snapshot(RAY_DEFAULTS))
-
-
-def tune_results(storage: Path, stage: str) -> dict[str, list[dict]]:
-    """Every result Tune recorded per trial of one stage (search-de, final-de), from its result.json."""
-    return {trial.parent.name: [json.loads(line) for line in trial.read_text().splitlines()]
-            for trial in sorted((storage / stage).glob("*/result.json"))}
 
 
 def span(results: list[dict]) -> tuple[float, float]:

@@ -21,7 +21,7 @@ import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from searches import draws, search_command, search_env, session_processes
+from searches import draws, search_command, search_env, session_processes, tune_results
 
 from pram.config import PRESETS
 from tune.space import PAPER_RANGES, Choice, Interval, parse_range, search_ranges, space_function
@@ -528,15 +528,6 @@ def test_tunes_missing_metrics_warning_becomes_one_line_that_says_what_it_means(
     assert NoResultFiles().filter(other) and other.getMessage() == "something else"
 
 
-def _final_results(out: Path) -> dict[str, list[dict]]:
-    """Tune's results of each run of the final stage (its result.json, complete lines only), by trial folder."""
-    found = {}
-    for path in (out / "ray" / "experiments" / "final-de").glob("*/result.json"):
-        found[path.parent.name] = [json.loads(line) for line in path.read_text().splitlines(keepends=True)
-                                   if line.endswith("\n")]
-    return found
-
-
 def _comparable(out: Path) -> tuple[list[dict], str, list[str]]:
     """What two searches with the same seeds must share: final.parquet without the checkpoint folders (their
     names hold Tune's trial ids), summary.md with the folder's own path taken out, and every chart of the
@@ -569,7 +560,7 @@ def test_a_search_killed_in_its_final_stage_resumes_without_retraining_a_finishe
     try:
         deadline, finished = time.time() + 300, []
         while time.time() < deadline and driver.poll() is None:
-            runs = _final_results(out)
+            runs = tune_results(out / "ray" / "experiments", "final-de")
             finished = [name for name, results in runs.items() if results and results[-1].get("final")]
             if finished and len(runs) > len(finished):
                 break
@@ -578,14 +569,14 @@ def test_a_search_killed_in_its_final_stage_resumes_without_retraining_a_finishe
         assert driver.poll() is None and finished, "the search ended before its final stage could be interrupted"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        kept = {name: _final_results(out)[name] for name in finished}
+        kept = {name: tune_results(out / "ray" / "experiments", "final-de")[name] for name in finished}
         resumed = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(tmp_path / "c2"),
                                  capture_output=True, text=True, check=False, timeout=400)
     finally:
         for pid in session_processes(driver.pid):
             os.kill(pid, signal.SIGKILL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    after = _final_results(out)
+    after = tune_results(out / "ray" / "experiments", "final-de")
     assert len(after) == 4 and all(results and results[-1].get("final") for results in after.values())
     for name, results in kept.items():  # a finished seed was not trained again: not one result more
         assert after[name] == results
