@@ -86,9 +86,11 @@ def main() -> None:
              f"**{default / int8_s:.1f}x** as fast as the pipeline as most people call it (target: at least 4x), "
              f"{fp32_s / int8_s:.2f}x as fast as fp32, with F1 within **{gap:.2f}** of fp32 on both test sets "
              f"(target: 0.5). Both sides run the same weights: the pipeline loads the folder `pram export` wrote. "
-             f"int8 is torch's dynamic quantisation of every nn.Linear (weights int8, activations quantised per "
-             f"batch); the embeddings stay fp32. The pipeline pads each batch to its longest sentence in arrival "
-             f"order and post-processes every piece in Python; pram sorts by length and keeps only first pieces. "
+             f"int8 is torch's dynamic quantisation (weights int8 per output channel, activations quantised per "
+             f"batch) of the attention and feed-forward input layers (`pram.predict.int8_layers`); the "
+             f"feed-forward outputs, the classifier and the embeddings stay fp32. The pipeline pads each batch "
+             f"to its longest sentence in arrival order and post-processes every piece in Python; pram sorts by "
+             f"length and keeps only first pieces. "
              f"(The pipeline's time does not include scoring.)")
     write_section("eval-throughput", "Evaluation throughput against the HuggingFace pipeline", body, args.threads)
 
