@@ -72,7 +72,7 @@ def main() -> None:
                          f"{seconds[mode]:.0f}"])
     body = table(["mode", "same settings", "same early stops", "same best trial", "same final table",
                   "largest final F1 difference", "mean wall s"], rows)
-    flags = " ".join(["--mode multi", *args.extra])
+    flags = " ".join([*([] if "--mode" in args.extra else ["--mode multi"]), *args.extra])
     body += (f"\n\n{args.repeats} repeats of the seeded `{args.preset}` search (CoNLL, target de, `{flags}`), "
              f"each counted against the first. The reproducible mode took "
              f"**{seconds['--deterministic'] / seconds['default']:.2f}x** the default's wall time.")
