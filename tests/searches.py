@@ -3,6 +3,7 @@ random model, each with its own Ray (a few seconds to start) and everything unde
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,8 +31,6 @@ def run_search(out: Path, data_dir: Path, cache: Path, *extra: str, env: dict | 
 def tune_results(storage: Path, stage: str) -> dict[str, list[dict]]:
     """Every result Tune recorded per trial of one stage (search-de, final-de) under a storage folder, from its
     result.json; complete lines only, so that it can be read while Tune writes it."""
-    import json
-
     return {trial.parent.name: [json.loads(line) for line in trial.read_text().splitlines(keepends=True)
                                 if line.endswith("\n")]
             for trial in sorted((storage / stage).glob("*/result.json"))}

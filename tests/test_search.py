@@ -569,7 +569,8 @@ def test_a_search_killed_in_its_final_stage_resumes_without_retraining_a_finishe
         assert driver.poll() is None and finished, "the search ended before its final stage could be interrupted"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        kept = {name: tune_results(out / "ray" / "experiments", "final-de")[name] for name in finished}
+        runs = tune_results(out / "ray" / "experiments", "final-de")
+        kept = {name: runs[name] for name in finished}
         resumed = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(tmp_path / "c2"),
                                  capture_output=True, text=True, check=False, timeout=400)
     finally:
