@@ -19,6 +19,7 @@ from searches import draws
 from pram.config import TrainConfig
 from tune.space import (
     PAPER_RANGES,
+    SAMPLERS,
     Choice,
     Interval,
     load_space,
@@ -64,12 +65,16 @@ def test_every_suggestion_lies_in_its_range_and_log_settings_are_drawn_on_a_log_
     assert {c["proto_space"] for c in configs} == {"hidden", "projection"}
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "random"])
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_the_same_seed_suggests_the_same_values_in_the_same_order(sampler):
     ranges = load_space(space_path("wide", "conll"))
-    first = draws(ranges, n=12, seed=5, sampler=sampler)  # past TPE's random start (6 of 12)
-    assert draws(ranges, n=12, seed=5, sampler=sampler) == first
-    assert draws(ranges, n=12, seed=6, sampler=sampler) != first
+    first = draws(ranges, n=8, seed=5, sampler=sampler)  # past TPE's and GP's random start (4 of 8)
+    assert draws(ranges, n=8, seed=5, sampler=sampler) == first
+    assert draws(ranges, n=8, seed=6, sampler=sampler) != first
+    for params in first:  # every sampler keeps to the space: log range, choices, the condition
+        assert 0.02 <= params["tau"] <= 0.3 and 1e-5 <= params["lr"] <= 3e-4
+        assert params["batch_size"] in (8, 16, 32) and isinstance(params["frozen_layers"], int)
+        assert ("warmup" in params) == (params["lr_schedule"] == "linear")
 
 
 @pytest.mark.parametrize("dataset", ["conll", "wikiann"])

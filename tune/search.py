@@ -138,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "paper's protocol; uses target labels) or source-dev F1 (strictly zero-resource)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the search's trials")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
-                   help="how trials' settings are proposed: tpe (Optuna's TPE, default) or random (uniform "
-                        "draws from the same ranges, as Ray's basic variant generator makes; kept in the "
-                        "same Optuna study, so results, dashboards and --resume work alike)")
+                   help="how trials' settings are proposed, all by Optuna in the same study (results, dashboards "
+                        "and --resume work alike): tpe (TPE, default), random (uniform draws from the same "
+                        "ranges, as Ray's basic variant generator makes), qmc (a scrambled Sobol sequence) or "
+                        "gp (a Gaussian process fitted to the noisy objective; for up to a few hundred trials)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
                    help="asha (default): stop weak trials at each evaluation round; fifo: train every trial "
                         "to the end (no early stopping, and no pruning of collapsed trials)")

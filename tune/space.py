@@ -323,19 +323,29 @@ def space_function(ranges: dict[str, Range]):
     return functools.partial(suggest, ranges=ranges)
 
 
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "qmc", "gp")
 SCHEDULERS = ("asha", "fifo")
 
 
 def make_sampler(seed: int, num_samples: int, kind: str = "tpe") -> optuna.samplers.BaseSampler:
     """Seeded TPE, or seeded uniform random draws (`random`: what Ray's BasicVariantGenerator does with
-    tune.uniform and tune.choice, kept in the Optuna study so that every result file is the same).
+    tune.uniform and tune.choice, kept in the Optuna study so that every result file is the same), or Optuna's
+    scrambled Sobol sequence (`qmc`: spreads a small budget more evenly than random draws), or its Gaussian
+    process sampler (`gp`: fits the objective's noise; its cost grows with the cube of the trials, so it suits
+    budgets of tens to a few hundred trials).
 
-    TPE's random start is shortened to half the budget (at least 2, at most Optuna's 10) so that a small
-    search still gets some guided trials; constant_liar keeps parallel trials apart."""
+    The model-based samplers' random start is shortened to half the budget (at least 2, at most Optuna's 10) so
+    that a small search still gets some guided trials; constant_liar keeps parallel TPE trials apart. Settings
+    that QMC and GP cannot model jointly (the conditional ones) are drawn by Optuna's seeded random fallback."""
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "qmc":
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                          warn_independent_sampling=False)
     startup = max(2, min(10, num_samples // 2))
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, deterministic_objective=False,
+                                         warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
