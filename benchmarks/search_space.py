@@ -5,7 +5,8 @@
 For each search seed and space (seed by seed, both spaces of a seed before the next seed), the laptop search
 (`tune/search.py --dataset conll --mode single --no-baseline`, the same trials, steps and final seeds for both
 spaces) runs into runs/search-space/<space>-seed<seed>/; a search that was interrupted is resumed and a finished
-one is read again, so the comparison can be built across sessions. After each seed, results/search-space/README.md
+one leaves results/search-space/searches/<space>-seed<seed>.json (committed), read instead of running it again,
+so the comparison is built across sessions. After each seed, results/search-space/README.md
 is rewritten from the seeds both spaces have finished, with, per space: the best dev F1 over the seeds
 (mean ± sd), the test F1 of the setting each search chose (its final stage, whole test set), the wall time, and
 fANOVA importance of every setting over the complete trials of all its seeds (with their number).
@@ -28,7 +29,7 @@ SPACES = ("paper", "wide")
 
 
 def run(out: Path, space: str, seed: int, args) -> float:
-    """Run (or resume, or read) one search; its wall seconds, summed over the sessions that ran it."""
+    """Run (or resume) one search; its wall seconds, summed over the sessions that ran it."""
     clock = out / "wall.json"
     if (out / "summary.md").is_file():
         return json.loads(clock.read_text())["seconds"]
@@ -48,20 +49,49 @@ def run(out: Path, space: str, seed: int, args) -> float:
     return spent + time.monotonic() - started
 
 
-def importances(folders: list[Path], targets: list[str]) -> tuple[dict[str, float], int]:
-    """fANOVA over the complete trials of every folder's study (one space: the same distributions)."""
+def record(out: Path, space: str, seed: int, args) -> dict:
+    """What the comparison needs from one finished search, kept as results/search-space/searches/<name>.json
+    (a few kB, committed) so that a later session reads it instead of the runs folder, which it does not have:
+    the wall time, the best dev F1, the test F1 of the chosen setting, and every complete Optuna trial."""
     import optuna
+    from optuna.distributions import distribution_to_json
+    from optuna.trial import TrialState
+
+    from pram.files import write_atomically
+
+    kept = Path(args.results) / "searches" / f"{space}-seed{seed}.json"
+    if kept.is_file():
+        return json.loads(kept.read_text())
+    wall = run(out, space, seed, args)
+    targets = args.targets.split(",")
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
+    final = pq.read_table(out / "final.parquet").to_pylist()
+    found = {"space": space, "seed": seed, "wall_s": round(wall, 1), "trials_run": len(trials),
+             "best_dev_f1": max(t["best_objective"] for t in trials if t["best_objective"] is not None),
+             "test_f1": [r["f1_mean"] for r in final if (r["variant"], r["selection"], r["lang"]) ==
+                         ("both", "target-dev", targets[0])], "complete": []}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for target in targets:
+        study = optuna.load_study(study_name=f"conll-single-{target}", storage=f"sqlite:///{out / 'optuna.db'}")
+        found["complete"] += [{"value": t.value, "params": t.params,
+                               "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()}}
+                              for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(kept, json.dumps(found, indent=1) + "\n")
+    return found
+
+
+def importances(searches: list[dict]) -> tuple[dict[str, float], int]:
+    """fANOVA over the complete trials of a space's searches (one space: the same distributions)."""
+    import optuna
+    from optuna.distributions import json_to_distribution
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-    from optuna.trial import TrialState, create_trial
+    from optuna.trial import create_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pooled = optuna.create_study(direction="maximize")
-    for folder in folders:
-        for target in targets:
-            storage = f"sqlite:///{folder / 'optuna.db'}"
-            study = optuna.load_study(study_name=f"conll-single-{target}", storage=storage)
-            pooled.add_trials([create_trial(params=t.params, distributions=t.distributions, value=t.value)
-                               for t in study.get_trials(states=(TrialState.COMPLETE,))])
+    pooled.add_trials([create_trial(params=t["params"], value=t["value"], distributions={
+        k: json_to_distribution(d) for k, d in t["distributions"].items()}) for s in searches for t in s["complete"]])
     n = len(pooled.trials)
     return (dict(get_param_importances(pooled, evaluator=FanovaImportanceEvaluator(seed=0))) if n >= 2 else {}), n
 
@@ -82,30 +112,25 @@ def main() -> None:
     parser.add_argument("--results", default=str(ROOT / "results" / "search-space"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    walls: dict[tuple[str, int], float] = {}
+    searches: dict[tuple[str, int], dict] = {}
     for seed in seeds:
         for space in SPACES:
-            walls[space, seed] = run(Path(args.runs) / f"{space}-seed{seed}", space, seed, args)
-        report(args, [s for s in seeds if s <= seed], walls)
+            searches[space, seed] = record(Path(args.runs) / f"{space}-seed{seed}", space, seed, args)
+        report(args, [s for s in seeds if s <= seed], searches)
 
 
-def report(args, seeds: list[int], walls: dict[tuple[str, int], float]) -> None:
+def report(args, seeds: list[int], searches: dict[tuple[str, int], dict]) -> None:
     """Write results/search-space/README.md from the searches of these seeds (both spaces finished)."""
     targets = args.targets.split(",")
     rows, notes = [], []
     for space in SPACES:
-        folders = [Path(args.runs) / f"{space}-seed{seed}" for seed in seeds]
-        best, test = [], []
-        for folder in folders:
-            trials = pq.read_table(folder / "trials.parquet").to_pylist()
-            best.append(max(t["best_objective"] for t in trials if t["best_objective"] is not None))
-            final = pq.read_table(folder / "final.parquet").to_pylist()
-            test += [r["f1_mean"] for r in final if (r["variant"], r["selection"], r["lang"]) ==
-                     ("both", "target-dev", targets[0])]
-        found, n = importances(folders, targets)
+        done = [searches[space, seed] for seed in seeds]
+        best = [s["best_dev_f1"] for s in done]
+        test = [f for s in done for f in s["test_f1"]]
+        found, n = importances(done)
         ranked = ", ".join(f"{name} {value:.2f}" for name, value in sorted(found.items(), key=lambda kv: -kv[1]))
         rows.append(f"| `{space}` | {', '.join(map(str, seeds))} | {mean_sd(best)} | {mean_sd(test)} | "
-                    f"{statistics.fmean(walls[space, s] for s in seeds) / 60:.1f} |")
+                    f"{statistics.fmean(s['wall_s'] for s in done) / 60:.1f} |")
         notes.append(f"- `{space}`: fANOVA importance over {n} complete trials of its {len(seeds)} searches: "
                      f"{ranked or '-'}")
     command = "python benchmarks/search_space.py " + " ".join(sys.argv[1:])
