@@ -25,9 +25,9 @@ from tune.study import MarkPruned, RoundsASHA, StudyHistory, StudySearch
 from tune.trainable import run_trial
 
 
-def _trainable(s, name: str, base, data, resources: dict, report_test: bool):
+def _trainable(s, name: str, base, data, resources: dict, report_test: bool, trial=run_trial):
     work = Path(s.out) / "ray" / "work" / name
-    trainable = tune.with_parameters(run_trial, base=base, data=data, work_dir=str(work),
+    trainable = tune.with_parameters(trial, base=base, data=data, work_dir=str(work),
                                      threads=max(1, int(s.cpus_per_trial)), report_test=report_test)
     return tune.with_resources(trainable, resources)
 
@@ -148,11 +148,15 @@ def _run_config(s, name: str, callbacks: list, checkpoint: tune.CheckpointConfig
 
 
 def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: str, resources: dict,
-                 concurrency: int, rounds: int, grace: int, resume: bool):
+                 concurrency: int, rounds: int, grace: int, resume: bool, trial=run_trial,
+                 reuse_actors: bool = False):
     """Optuna TPE (or uniform random draws) proposes, ASHA stops the weak early (or FIFO trains every trial to
-    the end); one trial reports once per evaluation."""
+    the end); one trial reports once per evaluation.
+
+    trial: the function each trial runs (`run_trial`; benchmarks/search_scale.py gives one that sleeps).
+    reuse_actors: False, so that every trial is a new process whose exit frees its GPU memory."""
     name = f"search-{target}"
-    trainable = _trainable(s, name, base, data, resources, report_test=False)
+    trainable = _trainable(s, name, base, data, resources, report_test=False, trial=trial)
 
     # Each target's study gets its own seed (seed + its place in --targets): with one seed for all, every
     # target's search would start from the very same configurations.
@@ -177,11 +181,10 @@ def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: 
         # Keep the best checkpoint by the objective and the latest (Tune always keeps the latest).
         checkpoint = tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric,
                                            checkpoint_score_order="max")
-        # reuse_actors=False: every trial is a new process, whose exit frees its GPU memory
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric=s.metric, mode="max", search_alg=searcher, scheduler=scheduler,
-                                        num_samples=s.num_samples, reuse_actors=False,
+                                        num_samples=s.num_samples, reuse_actors=reuse_actors,
                                         trial_dirname_creator=trial_dirname),
             run_config=_run_config(s, name, [MarkPruned(rounds), view], checkpoint))
 
