@@ -11,6 +11,7 @@ import platform
 import re
 import resource
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -60,3 +61,10 @@ def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def mean_sd(values: list[float]) -> str:
+    """`mean ± sd` of some figures, `mean` alone for one, `-` for none."""
+    if not values:
+        return "-"
+    return f"{statistics.fmean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")

@@ -19,14 +19,13 @@ either arm found with that seed. The curves are drawn to results/search-efficien
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import table, write_section
+from common import mean_sd, table, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE = ROOT / "results" / "search-efficiency.png"
@@ -130,9 +129,7 @@ def main() -> None:
               f"steps to within {CLOSE} F1 of the seed's best", "steps used", "wall min"]
     body = table(header, rows)
     means = {arm: [best_within(curves[arm, s], budget) for s in seeds] for arm in ARMS}
-    summary = [f"- {NAMES[arm]}: best dev F1 {statistics.mean(v):.2f}"
-               + (f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else "")
-               + f"; reached within {CLOSE} F1 of the seed's best in "
+    summary = [f"- {NAMES[arm]}: best dev F1 {mean_sd(v)}; reached within {CLOSE} F1 of the seed's best in "
                f"{sum(n is not None for n in reached[arm])} of {len(seeds)} seeds" for arm, v in means.items()]
     draw(curves, budget)
     body += ("\n\n" + "\n".join(summary)

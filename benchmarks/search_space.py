@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from common import mean_sd
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ("paper", "wide")
@@ -94,11 +95,6 @@ def importances(searches: list[dict]) -> tuple[dict[str, float], int]:
         k: json_to_distribution(d) for k, d in t["distributions"].items()}) for s in searches for t in s["complete"]])
     n = len(pooled.trials)
     return (dict(get_param_importances(pooled, evaluator=FanovaImportanceEvaluator(seed=0))) if n >= 2 else {}), n
-
-
-def mean_sd(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else \
-        f"{values[0]:.2f}" if values else "-"
 
 
 def main() -> None:
