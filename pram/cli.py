@@ -189,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--encoder", default=None, metavar="FOLDER",
                     help="base encoder the checkpoint applies to (default: the one it was trained on)")
 
+    ts = sub.add_parser("tsne", help="the paper's Figure 4 for checkpoints: t-SNE of token representations (PNG)",
+                        description="Draw, side by side, a t-SNE picture of last-layer representations of source "
+                                    "and target dev tokens (up to --per-class of each tag from each side, as the "
+                                    "paper's Figure 4) for each checkpoint, e.g. PRAM beside --apc none.")
+    ts.add_argument("checkpoints", nargs="+", metavar="NAME=CHECKPOINT",
+                    help='a panel title and a checkpoint folder, e.g. "no APC=runs/<run>/checkpoints/best-target-dev"')
+    ts.add_argument("--out", required=True, help="the PNG to write, e.g. results/apc-distant/ar/tsne.png")
+    ts.add_argument("--per-class", type=int, default=150,
+                    help="dev tokens per tag and side (default: 150, the paper's)")
+    ts.add_argument("--data-dir", default=None, help="root of the corpora (default: the runs')")
+    ts.add_argument("--threads", type=int, default=1, help="threads for the forward passes and t-SNE (default: 1)")
+
     sub.add_parser("search", add_help=False, help="search PRAM's settings with Ray Tune and Optuna: the same "
                    "command as `python tune/search.py` (`pram search --help`)")
     rep = sub.add_parser(
@@ -240,6 +252,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "export":
         from pram.export import export_command
         return export_command(args.checkpoint, args.out, args.encoder)
+    if args.command == "tsne":
+        from pram.dashboard.tsne import tsne_command
+        return tsne_command(args.checkpoints, args.out, args.per_class, args.data_dir, args.threads)
     if args.command == "report":
         from pram.dashboard import report_command
         return report_command(args.results_dir, args.tsne_per_class, args.data_dir, args.threads)
@@ -302,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return search_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "experiment", "evaluate", "predict", "export", "report"):
+    if args.command in ("train", "experiment", "evaluate", "predict", "export", "report", "tsne"):
         quiet_libraries()
     try:
         return run(args)

@@ -14,6 +14,7 @@ from seqeval.metrics import classification_report
 
 from pram.batches import collate, eval_batches
 from pram.data.labels import entity_types, restrict_tags, shared_label_set
+from pram.losses import js_divergence
 
 
 def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
@@ -57,6 +58,10 @@ class Predictions:
     """argmax q per word (the prototype classifier), when a similarity function was given."""
     q: torch.Tensor | None = None
     """q of the first pieces (N, K), when a similarity function was given."""
+    class_sums: torch.Tensor | None = None
+    """Sum of the prototype representations z of the first pieces of each gold class (K, D), and their number
+    (class_counts, (K,)), when a similarity function was given: the class means the alignment diagnostic reads."""
+    class_counts: torch.Tensor | None = None
 
 
 Similarity = Callable[[torch.Tensor], torch.Tensor]
@@ -81,6 +86,8 @@ def predict(model, encoded, pad_token_id: int, batch_size: int = 64, device: str
     probs_out: list[torch.Tensor | None] = [None] * n
     q_out: list[torch.Tensor | None] = [None] * n
     labels_out: list[torch.Tensor | None] = [None] * n
+    k = model.classifier.out_features
+    sums, counts = None, torch.zeros(k)
     for indices in eval_batches(lengths, batch_size):
         batch = collate([columns[i] for i in indices], pad_token_id)
         z, logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
@@ -93,16 +100,21 @@ def predict(model, encoded, pad_token_id: int, batch_size: int = 64, device: str
             probs_out[i] = probs[row][first]
             labels_out[i] = batch["labels"][row][first]
             if similarity is not None:
-                q = similarity(z[row][first.to(z.device)].float()).cpu()  # (n_first, K)
+                z_first = z[row][first.to(z.device)].float()
+                q = similarity(z_first).cpu()  # (n_first, K)
                 q_out[i] = q
                 proto[i] = _words(word_ids[first].tolist(), q.argmax(-1).tolist(), size)
-    k = model.classifier.out_features
+                keep = labels_out[i] >= 0
+                onehot = torch.nn.functional.one_hot(labels_out[i][keep], k).float()  # (n_labelled, K)
+                part = onehot.T @ z_first.cpu()[keep]  # (K, D)
+                sums = part if sums is None else sums + part
+                counts += onehot.sum(0)
     probs_all = torch.cat(probs_out) if probs_out else torch.empty(0, k)
     labels_all = torch.cat(labels_out) if labels_out else torch.empty(0, dtype=torch.long)
     if similarity is None:
         return Predictions(predicted, probs_all, labels_all)
     q_all = torch.cat(q_out) if q_out else torch.empty(0, k)
-    return Predictions(predicted, probs_all, labels_all, proto, q_all)
+    return Predictions(predicted, probs_all, labels_all, proto, q_all, sums, counts)
 
 
 def _words(word_ids: list[int], labels: list[int], size: int) -> list[int]:
@@ -119,8 +131,10 @@ def evaluate(model, encoded, label_names: list[str], pad_token_id: int, batch_si
 
     gold_names: the split's own label names, where its corpus is not the model's (CoNLL has MISC, WikiAnn not):
     then only the entity types both share are scored, the others read as O on both sides.
-    similarity: also score the prototype classifier argmax q (`proto_f1`) and the mean entropy of q
-    (`q_entropy`, nats) on the same tokens.
+    similarity: also score the prototype classifier argmax q (`proto_f1`, and `proto_acc`, its accuracy on the
+    labelled first pieces), the mean entropy of q (`q_entropy`, nats) and the mean JS(p, q) (`js_pq`, nats) on
+    the same tokens, and return the mean prototype representation of each gold class (`class_means` (K, D),
+    zero where a class has no token, with `class_counts` (K,)): diagnostics, never a training signal.
     """
     out = predict(model, encoded, pad_token_id, batch_size, device, similarity)
     gold = [[(gold_names or label_names)[t] for t in tags] for tags in encoded["ner_tags"]]
@@ -132,6 +146,12 @@ def evaluate(model, encoded, label_names: list[str], pad_token_id: int, batch_si
     if similarity is not None:
         scores["proto_f1"] = _entity_scores_of(gold, out.proto_words, label_names, gold_names)["f1"]
         scores["q_entropy"] = prediction_stats(out.q)["entropy"]
+        scores["proto_acc"] = float((out.q[labelled].argmax(-1) == out.labels[labelled]).float().mean()) \
+            if labelled.any() else math.nan
+        scores["js_pq"] = float(js_divergence(out.probs, out.q).mean()) if len(out.q) else math.nan
+        if out.class_sums is not None:
+            scores["class_means"] = out.class_sums / out.class_counts.clamp(min=1).unsqueeze(-1)
+            scores["class_counts"] = out.class_counts
     return scores
 
 

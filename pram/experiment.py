@@ -156,21 +156,25 @@ def histories_of(rows: list[dict], runs_dir: Path, base: TrainConfig, target: st
 
 DIAGNOSTIC_COLUMNS = (("q_entropy_target", "H(q) target, nats", 3), ("proto_f1_target", "argmax q F1", 2),
                       ("target_dev_f1", "head F1", 2), ("proto_cos_mean", "prototype cosine", 3),
-                      ("grad_ratio_target", "‖∇ β·L_c target‖ / ‖∇ L_sup‖", 3))
+                      ("grad_ratio_target", "‖∇ β·L_c target‖ / ‖∇ L_sup‖", 3),
+                      ("align_cos_target", "cos(source prototype, target class mean)", 3),
+                      ("proto_acc_target", "argmax q accuracy", 3), ("js_pq_target", "JS(p, q)", 4))
 
 
 def diagnostics_lines(histories: dict[str, list[list[dict]]], target: str) -> list[str]:
     """The diagnostics of q at the last evaluation, mean over seeds (target dev of `target`)."""
     from pram.metrics import gradient_ratios
 
-    lines = [f"Diagnostics of q at the last evaluation on {target} dev, mean over seeds (README, *Diagnostics of q*):",
+    lines = [f"Diagnostics of q and the alignment at the last evaluation on {target} dev, mean over seeds (README, "
+             "*Diagnostics of q*; target dev labels serve these diagnostics only):",
              "", "| variant | runs | " + " | ".join(name for _, name, _ in DIAGNOSTIC_COLUMNS) + " |",
              "|---|---|" + "---|" * len(DIAGNOSTIC_COLUMNS)]
     for variant, runs in histories.items():
         last = [{**run[-1], **gradient_ratios(run[-1])} for run in runs if run and "q_entropy_target" in run[-1]]
         if not last:
             continue
-        cells = [f"{statistics.mean(h[key] for h in last):.{digits}f}" for key, _, digits in DIAGNOSTIC_COLUMNS]
+        cells = [f"{statistics.mean(h[key] for h in last):.{digits}f}" if all(key in h for h in last) else ""
+                 for key, _, digits in DIAGNOSTIC_COLUMNS]  # (blank: runs from before the alignment figures)
         lines.append(f"| {VARIANT_NAMES.get(variant, variant)} | {len(last)} | " + " | ".join(cells) + " |")
     return [*lines, ""] if len(lines) > 4 else []
 

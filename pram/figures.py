@@ -67,12 +67,16 @@ DIAGNOSTIC_PANELS = (  # (panel title, y label, [(history key, line label)])
     ("mean cosine between prototypes", "cosine", [("proto_cos_mean", "")]),
     ("gradient on the encoder: APC terms / L_sup", "ratio",
      [("grad_ratio_source", "source"), ("grad_ratio_target", "target")]),
+    ("alignment: cos(source prototype, target class mean),\nmean over entity classes", "cosine",
+     [("align_cos_target", "")]),
+    ("argmax q accuracy on target dev tokens", "accuracy", [("proto_acc_target", "")]),
+    ("JS(p, q) on target dev tokens", "nats", [("js_pq_target", "")]),
 )
 
 
 def diagnostics_figure(histories: dict[str, list[list[dict]]], names: dict[str, str], path: Path,
                        title: str) -> None:
-    """The diagnostics of q per evaluation step, mean over seeds, one colour per variant.
+    """The diagnostics of q and the alignment per evaluation step, mean over seeds, one colour per variant.
 
     histories: variant -> one `history` (metrics.json) per seed. Runs from before the diagnostics are skipped."""
     import matplotlib
@@ -82,7 +86,12 @@ def diagnostics_figure(histories: dict[str, list[list[dict]]], names: dict[str, 
 
     from pram.metrics import gradient_ratios
 
-    fig, axes = plt.subplots(1, len(DIAGNOSTIC_PANELS), figsize=(5 * len(DIAGNOSTIC_PANELS), 3.8))
+    cols = 4
+    rows = -(-len(DIAGNOSTIC_PANELS) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(DIAGNOSTIC_PANELS):]:
+        ax.axis("off")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for colour, (variant, found) in zip(colours, histories.items()):
         runs = [[{**h, **gradient_ratios(h)} for h in run] for run in found if run and "q_entropy_target" in run[-1]]
@@ -91,6 +100,8 @@ def diagnostics_figure(histories: dict[str, list[list[dict]]], names: dict[str, 
         steps = [h["step"] for h in runs[0]]
         for ax, (_, _, lines) in zip(axes, DIAGNOSTIC_PANELS):
             for key, label in lines:
+                if key not in runs[0][-1]:
+                    continue  # a run from before this diagnostic was recorded
                 means = [statistics.mean(run[i][key] for run in runs if i < len(run)) for i in range(len(steps))]
                 style = "--" if label in ("q", "target") else "-"
                 ax.plot(steps, means, style, color=colour, marker="o", markersize=3,
@@ -100,9 +111,39 @@ def diagnostics_figure(histories: dict[str, list[list[dict]]], names: dict[str, 
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
+    for at in (1, 3, len(DIAGNOSTIC_PANELS) - 1):  # the panels whose lines differ by more than the variant
+        axes[at].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def tsne_figure_png(samples: dict, target: str, per_class: int, path: Path) -> None:
+    """The paper's Figure 4 as a PNG: one panel per model (name -> pram.dashboard.tsne.Sample), each tag one
+    colour, source tokens as circles and target tokens as triangles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(samples), figsize=(6 * len(samples), 5.4), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, (name, sample) in zip(axes[0], samples.items()):
+        for k, label in enumerate(sample.label_names):
+            for side, marker in (("source", "o"), ("target", "^")):
+                idx = [i for i, key in enumerate(zip(sample.labels, sample.sides)) if key == (label, side)]
+                if idx:
+                    ax.scatter(sample.xy[idx, 0], sample.xy[idx, 1], s=9, marker=marker, color=colours(k % 10),
+                               alpha=0.7, label=f"{label} ({side})")
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.5)
+    fig.suptitle(f"Token representations (last layer), target {target}: t-SNE of up to {per_class} dev tokens "
+                 "per tag from each side (● source, ▲ target)", fontsize=10)
+    fig.tight_layout()
+    partial = path.with_name(path.name + ".partial.png")
+    fig.savefig(partial, dpi=110)
+    plt.close(fig)
+    partial.replace(path)

@@ -67,10 +67,42 @@ def prototype_cosine(banks: Banks, config: TrainConfig) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def alignment(banks: Banks, config: TrainConfig, means: torch.Tensor, counts: torch.Tensor,
+              label_names: list[str]) -> dict:
+    """How far the target's classes line up with the source prototypes (the paper's Figure 4 as numbers).
+
+    For each entity class k with target dev tokens and a prototype: cos(C_k, m_k) between the source prototype
+    C_k and the mean m_k of the target dev tokens whose gold label is k, in the space q uses (the bank's center
+    subtracted first with proto_space `centered`); with several banks (multi-source), the mean over the banks
+    that know k. `align_cos_target_<label>` per class and `align_cos_target`, their mean over entity classes.
+    The gold labels of target dev serve this diagnostic only: nothing trains on it or selects by it.
+    """
+    centered = config.proto_space == "centered"
+    out = {}
+    for k, name in enumerate(label_names):
+        if name == "O" or counts[k] == 0:
+            continue
+        cosines = []
+        for i in range(banks.prototypes.shape[0]):
+            if not banks.known[i, k]:
+                continue
+            prototype, mean = banks.prototypes[i, k].cpu(), means[k]
+            if centered:
+                center = banks.center[i].cpu()
+                prototype, mean = prototype - center, mean - center
+            cosines.append(float(torch.nn.functional.cosine_similarity(prototype, mean, dim=0)))
+        if cosines:
+            out[f"align_cos_target_{name}"] = sum(cosines) / len(cosines)
+    out["align_cos_target"] = sum(out.values()) / len(out) if out else math.nan
+    return out
+
+
 def dev_metrics(model, data: TrainData, config: TrainConfig, device: str, banks: Banks | None = None) -> dict:
     """Dev scores of every source and the target, the collapse guard (target predictions only) and, given the
     banks, the diagnostics of q: its entropy on source and target tokens, the target-dev F1 of the prototype
-    classifier argmax q beside the head's, and the mean cosine between prototypes."""
+    classifier argmax q beside the head's, the mean cosine between prototypes, and on target dev the alignment
+    of its classes with the source prototypes (`alignment`), the accuracy of argmax q on its tokens
+    (`proto_acc_target`) and JS(p, q) (`js_pq_target`)."""
     metrics = {}
     q_entropy_source = []
     for lang, split in data.dev.items():
@@ -86,7 +118,10 @@ def dev_metrics(model, data: TrainData, config: TrainConfig, device: str, banks:
                            target_dev_recall=scores["recall"], target_deviation=scores["deviation"],
                            target_entity_share=scores["entity_share"], target_entropy=scores["entropy"])
             if banks is not None:
-                metrics.update(proto_f1_target=scores["proto_f1"], q_entropy_target=scores["q_entropy"])
+                metrics.update(proto_f1_target=scores["proto_f1"], q_entropy_target=scores["q_entropy"],
+                               proto_acc_target=scores["proto_acc"], js_pq_target=scores["js_pq"],
+                               **alignment(banks, config, scores["class_means"], scores["class_counts"],
+                                           data.label_names))
         elif banks is not None:
             q_entropy_source.append(scores["q_entropy"])
             metrics[f"proto_f1_{lang}"] = scores["proto_f1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,47 @@ def test_eval_batches(lengths):
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(len(lengths))) and [len(b) for b in batches] == [100] * 10 + [3]
     assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+
+
+@pytest.mark.parametrize(("target", "unlabelled"), [("zh", 20000), ("hi", 5000 + 1853)])
+def test_wikiann_target_text_as_a_run_reads_it(tmp_path, data_dir, target, unlabelled):
+    """prepare_data for WikiAnn en -> zh and en -> hi with the me5-small tokenizer: the unlabelled target text is
+    the train split plus the extra pool where there is one (official counts: zh has none, hi 1,853), no label of
+    it is read, and on real Chinese (every character its own word, each after a lone "▁" piece) every word gets
+    one first piece, never the lone "▁"; target dev keeps its gold labels on the same pieces (up to 512 pieces)."""
+    from dataclasses import replace
+
+    from pram.config import preset
+    from pram.inputs import prepare_data
+
+    folder = write_me5_tokenizer(tmp_path / "encoder")
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))  # all prepare_data reads of it
+    config = replace(preset("smoke", data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), quiet=True),
+                     dataset="wikiann", sources=("en",), target=target, eval_languages=(), encoder=str(folder),
+                     train_sentences=None if target == "hi" else 300, eval_sentences=300, max_length=512)
+    data = prepare_data(config)
+    assert len(data.target_train) == (unlabelled if target == "hi" else 300)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    lone = tokenizer.convert_tokens_to_ids("▁")
+    for row in data.target_train[:300]:
+        assert set(row["labels"]) == {IGNORE}
+        firsts = [i for i, w in enumerate(row["word_ids"]) if w >= 0]
+        assert [row["word_ids"][i] for i in firsts] == list(range(len(firsts)))  # one first piece per word
+        assert lone not in [row["input_ids"][i] for i in firsts]
+    if target == "zh":  # the quirk is there: most Chinese words (characters) come after a lone "▁" piece
+        rows = data.target_train[:300]
+        pieces_lone = sum(row["input_ids"].count(lone) for row in rows)
+        words = sum(sum(w >= 0 for w in row["word_ids"]) for row in rows)
+        assert pieces_lone > 0.5 * words
+    dev = data.dev[target]
+    tags = dev["ner_tags"]
+    cut = 0
+    for row, gold in zip(dev.select_columns(["labels", "length"]), tags):
+        labelled = [label for label in row["labels"] if label != IGNORE]
+        assert labelled == list(gold[:len(labelled)])  # a sentence past 512 pieces is cut at a word boundary
+        cut += len(labelled) < len(gold)
+        assert len(labelled) == len(gold) or row["length"] > 512 - 4
+    assert cut <= 3  # of 300 dev sentences: zh has one of 402 characters (804 pieces)
+    if target == "zh":
+        chars = [t for s in dev["tokens"][:300] for t in s]
+        assert all(len(t) == 1 for t in chars[:200])  # character-split text, as offline-encoder.md says

@@ -44,7 +44,30 @@ def test_smoke_experiment_writes_runs_summary_and_figure(data_dir, tmp_path):
     assert f"{statistics.mean(both):.2f} ± {statistics.stdev(both):.2f}" in summary
     assert "Paired by seed" in summary and "77.64" in summary  # the paper's Table 5, PRAM on de
     with Image.open(results / "summary.png") as image:
-        assert image.size[0] > 600 and len(set(image.convert("L").getdata())) > 10  # drawn, not blank
+        assert image.size[0] > 600 and len(image.convert("L").getcolors(256)) > 10  # drawn, not blank
+    # the diagnostics table has the alignment columns filled for both variants, and its figure is drawn
+    lines = summary.splitlines()
+    at = next(i for i, line in enumerate(lines) if "cos(source prototype, target class mean)" in line)
+    column = lines[at].split(" | ").index("cos(source prototype, target class mean)")
+    cells = [line.split(" | ")[column] for line in lines[at + 2:at + 4]]
+    assert len(cells) == 2 and all(-1 <= float(c) <= 1 for c in cells), cells
+    with Image.open(results / "diagnostics.png") as image:
+        assert image.size[1] > 600 and len(image.convert("L").getcolors(256)) > 10
+    # the paper's Figure 4 from two of these runs: PRAM beside --apc none, one PNG
+    checkpoints = {v: next((tmp_path / "runs").glob(f"*-{v}-seed0")) / "checkpoints" / "best-target-dev"
+                   for v in ("both", "none")}
+    tsne = [sys.executable, "-m", "pram.cli", "tsne", f"PRAM={checkpoints['both']}",
+            f"no APC={checkpoints['none']}", "--per-class", "5", "--data-dir", str(data_dir), "--out",
+            str(results / "tsne.png")]
+    drawn = subprocess.run(tsne, capture_output=True, text=True, check=False, timeout=300)
+    assert drawn.returncode == 0, drawn.stderr[-2000:]
+    with Image.open(results / "tsne.png") as image:
+        assert image.size[0] > 1000 and len(image.convert("L").getcolors(256)) > 10
+    # 5 per tag (9 CoNLL tags) and side at most, and all 5 of O and B-PER on both sides
+    assert "PRAM: " in drawn.stdout and 2 * 5 * 2 <= int(drawn.stdout.split("PRAM: ")[1].split()[0]) <= 9 * 5 * 2
+    bad = subprocess.run([*tsne[:4], f"PRAM={tmp_path}", "--out", str(tmp_path / "x.png")], capture_output=True,
+                         text=True, check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "not a pram checkpoint" in bad.stderr
     # finished runs are read back
     again = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
     assert again.returncode == 0 and pq.read_table(results / "runs.parquet").to_pylist() == rows

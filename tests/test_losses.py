@@ -245,3 +245,29 @@ def test_lam_weights_new_reads_eq5_literally():
     src = (torch.tensor([[3.0]]), torch.zeros(1, 2), torch.tensor([0]))
     _, _, after = pram_objective([src], None, banks, w)
     assert float(after.prototypes[0, 0, 0]) == pytest.approx(0.1 * 1.0 + 0.9 * 3.0)  # lam on the new mean
+
+
+def test_alignment_is_the_cosine_of_prototype_and_target_class_mean_worked_by_hand():
+    """Labels O, B-PER, B-LOC. Bank 0 knows every class, bank 1 only PER. Target dev means: PER (1, 1), LOC
+    (0, 2); O has no token and is never scored anyway. Hidden space: PER cos((1, 0), (1, 1)) = 1/sqrt 2 in bank
+    0 and cos((0, 1), (1, 1)) = 1/sqrt 2 in bank 1; LOC cos((1, 1), (0, 2)) = 1/sqrt 2 in bank 0 alone.
+    Centered, bank 0 on (0, -1) and bank 1 on (1, 0): PER cos((1, 1), (1, 2)) = 3/sqrt 10 and
+    cos((-1, 1), (0, 1)) = 1/sqrt 2, LOC cos((1, 2), (0, 3)) = 2/sqrt 5."""
+    from pram.config import TrainConfig
+    from pram.metrics import alignment
+    from pram.objective import Banks
+
+    names = ["O", "B-PER", "B-LOC"]
+    prototypes = torch.tensor([[[5.0, 5.0], [1.0, 0.0], [1.0, 1.0]],
+                               [[0.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
+    known = torch.tensor([[True, True, True], [False, True, False]])
+    banks = Banks(prototypes, known, torch.tensor([3, 3]), torch.tensor([[0.0, -1.0], [1.0, 0.0]]))
+    means = torch.tensor([[9.0, 9.0], [1.0, 1.0], [0.0, 2.0]])
+    counts = torch.tensor([0.0, 4.0, 2.0])
+    hidden = alignment(banks, TrainConfig(proto_space="hidden"), means, counts, names)
+    assert hidden == pytest.approx({"align_cos_target_B-PER": 2 ** -0.5, "align_cos_target_B-LOC": 2 ** -0.5,
+                                    "align_cos_target": 2 ** -0.5})
+    centered = alignment(banks, TrainConfig(proto_space="centered"), means, counts, names)
+    per, loc = (3 / 10 ** 0.5 + 2 ** -0.5) / 2, 2 / 5 ** 0.5
+    assert centered == pytest.approx({"align_cos_target_B-PER": per, "align_cos_target_B-LOC": loc,
+                                      "align_cos_target": (per + loc) / 2})

@@ -235,7 +235,8 @@ def test_bf16_runs_the_model_in_bfloat16_and_keeps_losses_banks_and_weights_floa
 
 
 DIAGNOSTICS = ("q_entropy_source", "q_entropy_target", "proto_cos_mean", "proto_f1_target", "grad_norm_sup",
-               "grad_norm_apc_source", "grad_norm_apc_target")
+               "grad_norm_apc_source", "grad_norm_apc_target", "align_cos_target", "proto_acc_target",
+               "js_pq_target")
 
 
 def test_every_evaluation_writes_the_diagnostics_of_q(smoke_run):
@@ -245,6 +246,10 @@ def test_every_evaluation_writes_the_diagnostics_of_q(smoke_run):
         assert 0 <= h["q_entropy_source"] <= math.log(9) + 1e-6 and 0 <= h["q_entropy_target"] <= math.log(9) + 1e-6
         assert -1 <= h["proto_cos_mean"] <= 1 and 0 <= h["proto_f1_target"] <= 100
         assert h["grad_norm_sup"] > 0 and h["grad_norm_apc_source"] > 0
+        assert -1 <= h["align_cos_target"] <= 1 and 0 <= h["proto_acc_target"] <= 1
+        assert 0 <= h["js_pq_target"] <= math.log(2) + 1e-6
+        per_class = [v for k, v in h.items() if k.startswith("align_cos_target_")]
+        assert per_class and h["align_cos_target"] == pytest.approx(sum(per_class) / len(per_class))
     # The target term is off at the first evaluation's step (beta_start 1/3 of 60), on at the last.
     assert smoke_run["history"][0]["grad_norm_apc_target"] == 0
     assert smoke_run["history"][-1]["grad_norm_apc_target"] > 0
@@ -355,3 +360,26 @@ def test_a_resumed_run_with_the_linear_schedule_and_head_dropout_repeats_the_uni
     assert resumed["test"]["de"]["f1"] == whole["test"]["de"]["f1"]
     model = build_model(config, smoke_data, "cpu")
     assert model.dropout.p == 0.3 and build_model(smoke_config, smoke_data, "cpu").dropout.p == 0.1
+
+
+def test_alignment_scores_on_target_dev_agree_with_the_words_and_the_gold_counts(smoke_config, smoke_data):
+    """evaluate()'s prototype diagnostics on the German dev split: the accuracy of argmax q over first pieces
+    equals that over the words it tagged, the class counts are the gold tags of those words, and JS(p, q)
+    lies in [0, ln 2]."""
+    from pram.evaluate import evaluate, predict
+    from pram.metrics import similarity_fn
+
+    model = build_model(smoke_config, smoke_data, "cpu")
+    banks = Banks.empty(1, len(smoke_data.label_names), model.proto_size)
+    source = smoke_data.source_train["en"]
+    batch = collate([source[i] for i in range(32)], smoke_data.pad_token_id)
+    h, _, labels = first_pieces(model, batch, "cpu")
+    banks = banks.updated(0, h, labels, 0.0)
+    split, q = smoke_data.dev[smoke_config.target], similarity_fn(banks, smoke_config, None)
+    scores = evaluate(model, split, smoke_data.label_names, smoke_data.pad_token_id, similarity=q)
+    out = predict(model, split, smoke_data.pad_token_id, similarity=q)
+    pairs = [(w, g) for words, gold in zip(out.proto_words, split["ner_tags"]) for w, g in zip(words, gold) if w >= 0]
+    assert scores["proto_acc"] == pytest.approx(sum(w == g for w, g in pairs) / len(pairs))
+    counts = torch.bincount(torch.tensor([g for _, g in pairs]), minlength=len(smoke_data.label_names))
+    assert scores["class_counts"].long().tolist() == counts.tolist()
+    assert 0 < scores["js_pq"] < math.log(2)

@@ -45,6 +45,9 @@ DIAGNOSTIC_PANELS = (  # (panel title, y axis, [(history column, line name)])
     ("Gradient norm on the encoder, per term", "L2 norm", [("grad_norm_sup", "L_sup"),
                                                             ("grad_norm_apc_source", "α·L_c source"),
                                                             ("grad_norm_apc_target", "β·L_c target")]),
+    ("Alignment on target dev", "cosine / accuracy / nats",
+     [("align_cos_target", "cos(source prototype, target class mean)"),
+      ("proto_acc_target", "argmax q accuracy"), ("js_pq_target", "JS(p, q)")]),
 )
 
 

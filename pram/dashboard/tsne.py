@@ -180,3 +180,35 @@ def _figure(target: str, samples: dict[str, Sample], per_class: int) -> go.Figur
                                      "dev tokens per class and side (● source, ▲ target)"},
                       height=540, template="plotly_white", margin={"t": 90})
     return fig
+
+
+def tsne_command(specs: list[str], out: str, per_class: int, data_dir: str | None, threads: int) -> int:
+    """`pram tsne NAME=CHECKPOINT ... --out FILE.png`: Figure 4 for checkpoints of one target, side by side."""
+    from pram.figures import tsne_figure_png
+
+    paths = {}
+    for spec in specs:
+        name, sep, location = spec.rpartition("=")
+        path = Path(location)
+        if not sep or not name:
+            raise UserError(f"{spec}: write NAME=CHECKPOINT, e.g. PRAM=runs/<run>/checkpoints/best-target-dev")
+        if not (path / "state.json").is_file() or not (path / "model.safetensors").is_file():
+            raise UserError(f"{spec}: {path} is not a pram checkpoint (no state.json and model.safetensors): "
+                            "pass a folder under <run>/checkpoints/, e.g. best-target-dev")
+        paths[name] = path
+    targets = {_target_of(path) for path in paths.values()}
+    if len(targets) != 1:
+        raise UserError(f"the checkpoints have different targets ({', '.join(sorted(targets))}): one at a time")
+    with limited_threads(threads):
+        samples = {name: sample_model(path, per_class, data_dir) for name, path in paths.items()}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tsne_figure_png(samples, targets.pop(), per_class, Path(out))
+    counts = ", ".join(f"{name}: {len(s.labels)} tokens" for name, s in samples.items())
+    print(f"wrote {out} ({counts})")
+    return 0
+
+
+def _target_of(checkpoint: Path) -> str:
+    import json
+
+    return json.loads((checkpoint / "state.json").read_text())["config"]["target"]
