@@ -255,6 +255,21 @@ def test_every_evaluation_writes_the_diagnostics_of_q(smoke_run):
     assert smoke_run["history"][-1]["grad_norm_apc_target"] > 0
 
 
+def test_a_smoke_run_to_chinese_writes_every_alignment_key_at_each_evaluation(smoke_config, tmp_path):
+    """WikiAnn en -> zh on real sentences (Chinese split into characters): every evaluation writes the
+    alignment of each of the 6 entity tags (B- and I- of PER, ORG, LOC: one prototype each), their mean, argmax
+    q accuracy and JS(p, q), all finite."""
+    config = replace(smoke_config, dataset="wikiann", target="zh", eval_languages=(), out_dir=str(tmp_path))
+    history = train(config)["history"]
+    assert [h["step"] for h in history] == [20, 40, 60]
+    for h in history:
+        per_class = {k: v for k, v in h.items() if k.startswith("align_cos_target_")}
+        assert set(per_class) == {f"align_cos_target_{p}-{c}" for p in "BI" for c in ("PER", "ORG", "LOC")}
+        for key in (*per_class, "align_cos_target", "proto_acc_target", "js_pq_target"):
+            assert math.isfinite(h[key]), (h["step"], key)
+        assert h["align_cos_target"] == pytest.approx(sum(per_class.values()) / 6)
+
+
 def test_selection_skips_evaluations_from_before_the_target_term(smoke_config, smoke_run):
     """smoke: the target term starts at step 20 of 60, so the evaluation at step 20 scored a model that never
     saw it: it is not selectable, and each rule keeps the best of steps 40 and 60 (the earlier on a tie)."""
