@@ -4,6 +4,7 @@ does, on a local multi-node Ray cluster (`ray.cluster_utils.Cluster`: nodes of 8
 each trial 1 CPU and 0.5 GPU, as `--gpus-per-trial 0.5` would ask).
 
     python benchmarks/search_scale.py [--rows 100:8,100:16,100:32,1000:8,1000:32,5000:32] [--sleep 0.5]
+    python benchmarks/search_scale.py --rows 100:8:journal,1000:8:journal   (the driver on Optuna's journal file)
 
 Each row (trials:concurrent) runs in a fresh process, so that its memory and CPU are its own. Per row: the
 driver's CPU seconds and peak memory per trial, Optuna's suggest latency over the first and the last tenth
@@ -33,6 +34,7 @@ from common import table, write_section
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 3
 CPUS_PER_NODE, GPUS_PER_NODE = 8, 4
+OPTUNA_KINDS = ("sqlite", "journal")
 
 
 def sleeping_trial(config: dict, base, data, work_dir: str, threads: int, report_test: bool = False,
@@ -52,8 +54,9 @@ def sleeping_trial(config: dict, base, data, work_dir: str, threads: int, report
                          "collapse": 0}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def one_row(trials: int, concurrent: int, sleep: float, out: Path) -> dict:
-    """One search of `trials` trials, `concurrent` at a time, on a cluster just large enough; its figures."""
+def one_row(trials: int, concurrent: int, sleep: float, out: Path, optuna_storage: str = "sqlite") -> dict:
+    """One search of `trials` trials, `concurrent` at a time, on a cluster just large enough, its Optuna studies
+    on `optuna_storage` (sqlite or journal, as --optuna-storage); its figures."""
     import functools
 
     import optuna
@@ -62,7 +65,7 @@ def one_row(trials: int, concurrent: int, sleep: float, out: Path) -> dict:
 
     import tune.stages as stages
     from pram.config import TrainConfig
-    from pram.results import HISTORY_COLUMNS, TRIAL_COLUMNS
+    from pram.results import HISTORY_COLUMNS, OPTUNA_FILES, TRIAL_COLUMNS, open_optuna_storage
     from tune import results
     from tune.run import collect, schedule
     from tune.search import build_parser, settings_from_args
@@ -82,7 +85,7 @@ def one_row(trials: int, concurrent: int, sleep: float, out: Path) -> dict:
     s = settings_from_args(build_parser().parse_args(
         ["--dataset", "conll", "--mode", "single", "--targets", "de", "--out", str(out), "--num-samples",
          str(trials), "--max-concurrent", str(concurrent), "--cpus-per-trial", "1", "--gpus-per-trial", "0.5",
-         "--final-seeds", "0"]))
+         "--final-seeds", "0", "--optuna-storage", optuna_storage]))
     ranges = search_ranges("conll", {}, space_path("paper", "conll"))
     base = TrainConfig(max_steps=50 * ROUNDS, eval_every=50)
     rounds, grace = schedule(base, ranges)
@@ -101,14 +104,14 @@ def one_row(trials: int, concurrent: int, sleep: float, out: Path) -> dict:
     ray.init(address=cluster.address, log_to_driver=False, include_dashboard=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
+    storage_file = out / OPTUNA_FILES[s.optuna_storage]
     trial = functools.partial(sleeping_trial, sleep=sleep, metric=s.metric)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
-        grid = stages.search_stage(s, "de", base, None, ranges, storage, "scale", {"cpu": 1, "gpu": 0.5},
+        grid = stages.search_stage(s, "de", base, None, ranges, storage_file, "scale", {"cpu": 1, "gpu": 0.5},
                                    concurrent, rounds, grace, resume=False, trial=trial, reuse_actors=True)
         wall = time.perf_counter() - wall0
-        study = optuna.load_study(study_name="scale", storage=storage)
+        study = optuna.load_study(study_name="scale", storage=open_optuna_storage(storage_file))
         records = collect(grid, "de", study, s.metric, 0.5)
         defaults = {"de": {name: getattr(base, name) for name in SEARCHED}}
         results.write_table(out / "trials.parquet", results.trial_rows(records, s.metric, defaults), TRIAL_COLUMNS)
@@ -120,7 +123,8 @@ def one_row(trials: int, concurrent: int, sleep: float, out: Path) -> dict:
         cluster.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
     tenth = max(1, len(latencies) // 10)
-    return {"trials": trials, "concurrent": concurrent, "nodes": nodes, "wall_s": wall, "driver_cpu_s": cpu,
+    return {"trials": trials, "concurrent": concurrent, "optuna_storage": optuna_storage, "nodes": nodes,
+            "wall_s": wall, "driver_cpu_s": cpu,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "suggest_first_ms": 1000 * statistics.median(t for _, t in latencies[:tenth]),
             "suggest_last_ms": 1000 * statistics.median(t for _, t in latencies[-tenth:]),
@@ -161,17 +165,17 @@ def storage_row(kind: str, trials: int, folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="100:8,100:16,100:32,1000:8,1000:32,5000:32",
-                        help="trials:concurrent, comma-separated")
+                        help="trials:concurrent[:storage], comma-separated; storage sqlite (default) or journal")
     parser.add_argument("--sleep", type=float, default=0.5, help="seconds a simulated trial sleeps per evaluation")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # trials:concurrent:folder, run in this process
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # trials:concurrent:storage:folder, in this process
     parser.add_argument("--storage-trials", type=int, default=2000,
                         help="trials of the Optuna-only comparison of SQLite and the journal file (0: skip it)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     parser.add_argument("--render", metavar="LOG", help="make the section from the JSON lines a run printed")
     args = parser.parse_args()
     if args.one:
-        trials, concurrent, folder = args.one.split(":", 2)
-        print(json.dumps(one_row(int(trials), int(concurrent), args.sleep, Path(folder))))
+        trials, concurrent, kind, folder = args.one.split(":", 3)
+        print(json.dumps(one_row(int(trials), int(concurrent), args.sleep, Path(folder), kind)))
         return
     if args.render:  # the JSON lines a run printed, made into the section again
         lines = [json.loads(line) for line in Path(args.render).read_text().splitlines() if line.startswith("{")]
@@ -179,9 +183,12 @@ def main() -> None:
     else:
         rows, storages = [], []
         for spec in args.rows.split(","):
-            trials, concurrent = spec.split(":")
+            trials, concurrent, kind = (*spec.split(":"), "sqlite")[:3]
+            if kind not in OPTUNA_KINDS:
+                parser.error(f"--rows {spec}: the storage is one of {', '.join(OPTUNA_KINDS)}")
             with tempfile.TemporaryDirectory(dir=ROOT / "runs" if (ROOT / "runs").is_dir() else None) as folder:
-                done = subprocess.run([sys.executable, __file__, "--one", f"{trials}:{concurrent}:{folder}/search",
+                done = subprocess.run([sys.executable, __file__, "--one",
+                                       f"{trials}:{concurrent}:{kind}:{folder}/search",
                                        "--sleep", str(args.sleep)], check=True, capture_output=True, text=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
@@ -196,11 +203,14 @@ def main() -> None:
 
 
 def render(rows: list[dict], storages: list[dict], sleep: float) -> str:
-    cells = [[r["trials"], r["concurrent"], r["nodes"], f"{r['wall_s']:.0f}", f"{60 * r['trials'] / r['wall_s']:.0f}",
+    for r in rows:
+        r.setdefault("optuna_storage", "sqlite")  # rows printed before the driver had --optuna-storage
+    cells = [[r["trials"], r["concurrent"], r["optuna_storage"], r["nodes"], f"{r['wall_s']:.0f}",
+              f"{60 * r['trials'] / r['wall_s']:.0f}",
               f"{r['slept_s'] / (r['concurrent'] * r['wall_s']):.2f}", f"{r['driver_cpu_s'] / r['trials']:.3f}",
               f"{r['peak_rss_mib']:.0f}", f"{r['suggest_first_ms']:.0f}", f"{r['suggest_last_ms']:.0f}",
               f"{r['tune_trials']}/{r['optuna_trials']}/{r['running_left']}"] for r in rows]
-    body = table(["trials", "concurrent", "worker nodes", "wall (s)", "trials/min", "slot use",
+    body = table(["trials", "concurrent", "--optuna-storage", "worker nodes", "wall (s)", "trials/min", "slot use",
                   "driver CPU s/trial", "driver peak RSS (MiB)", "suggest ms, first tenth", "suggest ms, last tenth",
                   "Tune/Optuna trials/RUNNING left"], cells)
     if storages:
@@ -208,28 +218,29 @@ def render(rows: list[dict], storages: list[dict], sleep: float) -> str:
                                 "ms per ask+report+tell, first tenth", "last tenth", "total (s)"],
                                [[r["storage"], r["trials"], f"{r['first_ms']:.1f}", f"{r['last_ms']:.1f}",
                                  f"{r['total_s']:.0f}"] for r in storages])
-    per_trial = {(r["trials"], r["concurrent"]): r["driver_cpu_s"] / r["trials"] for r in rows}
-    small, large = min(r["trials"] for r in rows), max(r["trials"] for r in rows)
-    growth = [per_trial[(large, c)] / per_trial[(small, c)] for (n, c) in per_trial if n == large and (small, c) in
-              per_trial]
-    worst = max(per_trial.values())
     body += (f"\n\nEach simulated trial reports {ROUNDS} evaluations, {sleep} s apart, and hands a checkpoint "
              f"with each, as a PRAM trial does; ASHA, with the laptop search's grace period, stops the weak early. "
-             f"*Slot use* is the seconds the "
-             f"trials slept over concurrent x wall: 1.0 when the driver never keeps a trial slot waiting. The driver "
-             f"(one process: Tune's loop, the Optuna searcher on SQLite, ASHA, the live view, the Parquet tables) "
-             f"costs up to **{worst:.2f} CPU s per trial**")
-    if growth and large > small:
-        body += (f"; from {small:,} to {large:,} trials its CPU per trial grows {max(growth):.2f}x at the same "
-                 f"concurrency (target: within 2x)")
-    body += (f". It is the bottleneck: one driver core sustains about {1 / worst:.1f} trials/s, so a cluster of "
-             f"128 concurrent trials keeps its slots busy only if a trial lasts at least 128 x {worst:.2f} = "
-             f"**{128 * worst:.0f} s** (a laptop-preset PRAM trial on a GPU lasts minutes, on a CPU tens of "
-             f"minutes); shorter trials leave slots idle, whatever the cluster's size. ")
-    memory = {r["trials"]: r["peak_rss_mib"] for r in rows}
-    if large > small:
-        body += (f"The driver's peak memory at {large:,} trials is {memory[large] / memory[small]:.2f}x that at "
-                 f"{small:,} (each running trial is a process of its own on its node, not in the driver). ")
+             f"*Slot use* is the seconds the trials slept over concurrent x wall: 1.0 when the driver never keeps a "
+             f"trial slot waiting. The driver is one process: Tune's loop, the Optuna searcher on its storage, ASHA, "
+             f"the live view, the Parquet tables.")
+    per_trial = {(r["trials"], r["concurrent"], r["optuna_storage"]): r["driver_cpu_s"] / r["trials"] for r in rows}
+    for kind in dict.fromkeys(r["optuna_storage"] for r in rows):
+        mine = {(n, c): v for (n, c, k), v in per_trial.items() if k == kind}
+        small, large = min(n for n, _ in mine), max(n for n, _ in mine)
+        worst = max(mine.values())
+        body += f" On {kind}, the driver costs up to **{worst:.2f} CPU s per trial**"
+        growth = [mine[(large, c)] / mine[(small, c)] for (n, c) in mine if n == large and (small, c) in mine]
+        if growth and large > small:
+            body += (f"; from {small:,} to {large:,} trials its CPU per trial grows {max(growth):.2f}x at the same "
+                     f"concurrency (target: within 2x)")
+        body += (f": one driver core sustains about {1 / worst:.1f} trials/s, so a cluster of 128 concurrent trials "
+                 f"keeps its slots busy only if a trial lasts at least 128 x {worst:.2f} = **{128 * worst:.0f} s** "
+                 f"(a laptop-preset PRAM trial on a GPU lasts minutes, on a CPU tens of minutes).")
+        memory = {n: r["peak_rss_mib"] for r in rows if r["optuna_storage"] == kind for n in [r["trials"]]}
+        if large > small:
+            body += (f" Its peak memory at {large:,} trials is {memory[large] / memory[small]:.2f}x that at "
+                     f"{small:,} (each running trial is a process of its own on its node, not in the driver).")
+    body += " "
     by_kind = {r["storage"]: r for r in storages}
     if {"sqlite", "journal"} <= set(by_kind):
         sq, jr = by_kind["sqlite"], by_kind["journal"]

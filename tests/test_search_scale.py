@@ -1,7 +1,7 @@
-"""The scale benchmark's smallest configuration, in CI: the real search driver (Optuna TPE on SQLite, ASHA, the
-live view, the Parquet tables) runs 100 sleeping trials, 8 at a time, on a local Ray cluster of a head and one
-worker node (benchmarks/search_scale.py). Every Tune trial has its Optuna trial, none is left RUNNING, the
-Parquet table holds every trial, and ASHA stopped some of them."""
+"""The scale benchmark's smallest configuration, in CI: the real search driver (Optuna TPE on its journal file,
+`--optuna-storage journal`, ASHA, the live view, the Parquet tables) runs 100 sleeping trials, 8 at a time, on a
+local Ray cluster of a head and one worker node (benchmarks/search_scale.py). Every Tune trial has its Optuna
+trial, none is left RUNNING, the Parquet table holds every trial, and ASHA stopped some of them."""
 
 from __future__ import annotations
 
@@ -20,13 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_smallest_scale_row_runs_every_trial_through_the_driver(tmp_path):
     out = tmp_path / "search"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_scale.py"), "--one", f"100:8:{out}",
-                           "--sleep", "0.2"], check=False, capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_scale.py"), "--one",
+                           f"100:8:journal:{out}", "--sleep", "0.2"],
+                          check=False, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads(done.stdout.strip().splitlines()[-1])
     assert (row["trials"], row["concurrent"], row["nodes"]) == (100, 8, 1)
     assert row["tune_trials"] == row["optuna_trials"] == 100
     assert row["running_left"] == 0
+    assert (out / "optuna.journal").is_file() and not (out / "optuna.db").exists()
     trials = pq.read_table(out / "trials.parquet").to_pylist()
     assert len(trials) == 100
     assert {t["optuna_trial"] for t in trials} == set(range(100))

@@ -178,7 +178,7 @@ def test_resume_with_another_space_is_refused(tmp_path, capsys, data_dir):
 
 
 @pytest.mark.slow
-def test_the_smoke_search_drew_from_its_space_file(smoke_search):
+def test_the_smoke_search_drew_from_its_space_file(smoke_search, tmp_path):
     """The shared smoke search ran with tests/spaces/every-kind.yaml: its folder keeps the file and its hash,
     and every trial's settings (in Optuna's study and in trials.parquet) come from it."""
     from tune.space import space_hash
@@ -205,3 +205,11 @@ def test_the_smoke_search_drew_from_its_space_file(smoke_search):
     assert view.log_scaled == {"tau", "proto_dim"} or view.log_scaled == {"tau"}  # proto_dim: if ever drawn
     axes = {a.title.text: a.type for a in view.slice_plot.select_xaxes()}
     assert axes["tau"] == "log" and axes["lam"] != "log"
+    # the same study in Optuna's journal file (--optuna-storage journal) makes the same view
+    from pram.results import open_optuna_storage
+
+    journal = tmp_path / "optuna.journal"
+    optuna.copy_study(from_study_name=study.study_name, from_storage=storage, to_storage=open_optuna_storage(journal))
+    [again] = study_views(journal, {"de": study.study_name}).values()
+    assert again.log_scaled == view.log_scaled
+    assert {a.title.text: a.type for a in again.slice_plot.select_xaxes()} == axes

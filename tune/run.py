@@ -20,7 +20,16 @@ from rich.console import Console
 from pram.config import TrainConfig
 from pram.errors import UserError
 from pram.files import write_atomically, write_json
-from pram.results import HISTORY_COLUMNS, RUN, SPACE, SUMMARY, TRIAL_COLUMNS
+from pram.results import (
+    HISTORY_COLUMNS,
+    OPTUNA_FILES,
+    RUN,
+    SPACE,
+    SUMMARY,
+    TRIAL_COLUMNS,
+    open_optuna_storage,
+    optuna_dashboard_command,
+)
 from pram.settings import search_config, targets_of, train_command
 from tune import results
 from tune.cluster import local_auth_token, ray_running
@@ -115,11 +124,11 @@ def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dic
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'optuna.db'}")
+    storage = out / OPTUNA_FILES[s.optuna_storage]
     console = Console(stderr=True)
     console.print(f"[bold]search[/bold] {s.dataset} {s.mode}-source, preset {s.preset}, targets "
                   f"{','.join(s.targets)}: {s.num_samples} trials each; {describe(ranges)}")
-    console.print(f"watch it: optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1", soft_wrap=True)
+    console.print(f"watch it: {optuna_dashboard_command(storage)}", soft_wrap=True)
     records, finals, best = [], {}, {}
     with ray_running(out, s.address) as ray:
         resources, concurrency, fit = trial_resources(s, ray.cluster_resources())
@@ -148,7 +157,7 @@ def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dic
     return 0
 
 
-def _target(s, out: Path, target: str, base: TrainConfig, ranges: dict, storage, resources: dict,
+def _target(s, out: Path, target: str, base: TrainConfig, ranges: dict, storage: Path, resources: dict,
             concurrency: int, resume: bool, best: dict):
     """One target: its search, its best settings (into best[target] and best.json, before the final stage
     starts), and the records of its trials and its final runs (None without a final stage)."""
@@ -161,7 +170,7 @@ def _target(s, out: Path, target: str, base: TrainConfig, ranges: dict, storage,
     searching = 1 if s.deterministic else concurrency  # the final stage's runs do not depend on each other
     grid = search_stage(s, target, base, data, ranges, storage, study_name, resources, searching, rounds, grace,
                         resume)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=open_optuna_storage(storage))
     records = collect(grid, target, study, s.metric, resources["gpu"])
     best[target] = best_entry(study, base, s)
     results.write_best(out / "best.json", best)
@@ -323,5 +332,5 @@ def print_end(s, out: Path, best: dict, console: Console) -> None:
     # soft_wrap: paths and commands stay whole on one line, to be copied
     console.print(f"\n[bold]results[/bold] {shown}/: dashboard.html summary.md paper-tables.md best.json space.yaml "
                   "trials.parquet history.parquet final.parquet", soft_wrap=True)
-    console.print(f"dashboards:\n  optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1\n"
+    console.print(f"dashboards:\n  {optuna_dashboard_command(out / OPTUNA_FILES[s.optuna_storage])}\n"
                   f"  tensorboard --logdir {s.storage} --host 127.0.0.1", soft_wrap=True)

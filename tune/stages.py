@@ -147,15 +147,20 @@ def _run_config(s, name: str, callbacks: list, checkpoint: tune.CheckpointConfig
                           checkpoint_config=checkpoint)
 
 
-def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: str, resources: dict,
+def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, study_name: str, resources: dict,
                  concurrency: int, rounds: int, grace: int, resume: bool, trial=run_trial,
                  reuse_actors: bool = False):
     """Optuna TPE (or uniform random draws) proposes, ASHA stops the weak early (or FIFO trains every trial to
     the end); one trial reports once per evaluation.
 
+    storage_file: the Optuna studies' file (optuna.db or optuna.journal, pram.results.OPTUNA_FILES).
+
     trial: the function each trial runs (`run_trial`; benchmarks/search_scale.py gives one that sleeps).
     reuse_actors: False, so that every trial is a new process whose exit frees its GPU memory."""
+    from pram.results import open_optuna_storage
+
     name = f"search-{target}"
+    storage = open_optuna_storage(storage_file)
     trainable = _trainable(s, name, base, data, resources, report_test=False, trial=trial)
 
     # Each target's study gets its own seed (seed + its place in --targets): with one seed for all, every
@@ -172,7 +177,7 @@ def search_stage(s, target: str, base, data, ranges: dict, storage, study_name: 
                                study_name=study_name, storage=storage, max_concurrent=concurrency,
                                sampler_for=sampler_for)
         # reduction factor 2, not ASHA's 4: a search of a few trials still halves at each rung
-        history = StudyHistory(storage.url, study_name)
+        history = StudyHistory(str(storage_file), study_name)
         scheduler = FIFOScheduler() if s.scheduler == "fifo" else RoundsASHA(
             max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed, history=history,
             reduction_factor=2)

@@ -108,13 +108,16 @@ class StudySearch(OptunaSearch):
 
 
 class StudyHistory:
-    """The values each Optuna trial of a study has reported, by round (picklable: it keeps the storage's URL)."""
+    """The values each Optuna trial of a study has reported, by round (picklable: it keeps the storage's file,
+    optuna.db or optuna.journal)."""
 
-    def __init__(self, storage_url: str, study_name: str):
-        self.storage_url, self.study_name = storage_url, study_name
+    def __init__(self, storage_file: str, study_name: str):
+        self.storage_file, self.study_name = storage_file, study_name
 
     def __call__(self, number: int) -> dict[int, float]:
-        study = optuna.load_study(study_name=self.study_name, storage=self.storage_url)
+        from pram.results import open_optuna_storage
+
+        study = optuna.load_study(study_name=self.study_name, storage=open_optuna_storage(self.storage_file))
         trials = study.get_trials(deepcopy=False)
         return dict(trials[number].intermediate_values) if number < len(trials) else {}
 

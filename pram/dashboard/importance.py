@@ -32,23 +32,26 @@ class StudyView:
 def study_views(db: Path, study_names: dict[str, str]) -> dict[str, StudyView | str]:
     """study_names[target] -> its StudyView, or why there is none.
 
-    The database is read from a copy: opening SQLite through SQLAlchemy may write to it, and the folder may be
-    a committed one.
+    db: optuna.db or optuna.journal. It is read from a copy: opening SQLite through SQLAlchemy may write to it
+    (a journal, its lock), and the folder may be a committed one.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from pram.results import open_optuna_storage
+
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "optuna.db"
+        copy = Path(tmp) / db.name
         shutil.copyfile(db, copy)
-        storage = optuna.storages.RDBStorage(f"sqlite:///{copy}")
+        storage = open_optuna_storage(copy)
         try:
             found = set(optuna.get_all_study_names(storage))
             return {target: _view(optuna.load_study(study_name=name, storage=storage))
-                    if name in found else f"no study {name!r} in optuna.db"
+                    if name in found else f"no study {name!r} in {db.name}"
                     for target, name in study_names.items()}
         finally:
-            storage.engine.dispose()
+            if hasattr(storage, "engine"):  # SQLite: let the copy go
+                storage.engine.dispose()
 
 
 def _view(study) -> StudyView:

@@ -131,7 +131,8 @@ def _studies(folder: SearchFolder) -> dict:
     from pram.dashboard.importance import study_views
 
     if folder.optuna_db is None:
-        return dict.fromkeys(folder.targets, "no optuna.db in the folder: no importances or slice plots")
+        return dict.fromkeys(folder.targets, "no optuna.db (or optuna.journal) in the folder: no importances or "
+                                             "slice plots")
     run = folder.run
     names = {t: (folder.best.get(t) or {}).get("study") or f"{run['dataset']}-{run['mode']}-{t}"
              for t in folder.targets}
