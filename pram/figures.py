@@ -67,7 +67,7 @@ DIAGNOSTIC_PANELS = (  # (panel title, y label, [(history key, line label)])
     ("mean cosine between prototypes", "cosine", [("proto_cos_mean", "")]),
     ("gradient on the encoder: APC terms / L_sup", "ratio",
      [("grad_ratio_source", "source"), ("grad_ratio_target", "target")]),
-    ("alignment: cos(source prototype, target class mean),\nmean over entity classes", "cosine",
+    ("alignment: cos(source prototype, target class mean),\nmean over entity tags", "cosine",
      [("align_cos_target", "")]),
     ("argmax q accuracy on target dev tokens", "accuracy", [("proto_acc_target", "")]),
     ("JS(p, q) on target dev tokens", "nats", [("js_pq_target", "")]),

@@ -71,10 +71,11 @@ def alignment(banks: Banks, config: TrainConfig, means: torch.Tensor, counts: to
               label_names: list[str]) -> dict:
     """How far the target's classes line up with the source prototypes (the paper's Figure 4 as numbers).
 
-    For each entity class k with target dev tokens and a prototype: cos(C_k, m_k) between the source prototype
-    C_k and the mean m_k of the target dev tokens whose gold label is k, in the space q uses (the bank's center
-    subtracted first with proto_space `centered`); with several banks (multi-source), the mean over the banks
-    that know k. `align_cos_target_<label>` per class and `align_cos_target`, their mean over entity classes.
+    For each entity tag k (every tag but O: B-PER, I-PER, ..., each with its prototype) with target dev tokens
+    and a prototype: cos(C_k, m_k) between the source prototype C_k and the mean m_k of the target dev tokens
+    whose gold label is k, in the space q uses (the bank's center subtracted first with proto_space `centered`);
+    with several banks (multi-source), the mean over the banks that know k. `align_cos_target_<label>` per tag
+    and `align_cos_target`, their mean.
     The gold labels of target dev serve this diagnostic only: nothing trains on it or selects by it.
     """
     centered = config.proto_space == "centered"
