@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how trials' settings are proposed, all by Optuna in the same study (results, dashboards "
                         "and --resume work alike): tpe (TPE, default), random (uniform draws from the same "
                         "ranges, as Ray's basic variant generator makes), qmc (a scrambled Sobol sequence) or "
-                        "gp (a Gaussian process fitted to the noisy objective; for up to a few hundred trials)")
+                        "gp (a Gaussian process fitted to the noisy objective; for up to a few hundred trials) "
+                        "or cmaes (CMA-ES; a generation is about 10 trials: for searches of hundreds)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
                    help="asha (default): stop weak trials at each evaluation round; fifo: train every trial "
                         "to the end (no early stopping, and no pruning of collapsed trials)")

@@ -323,7 +323,7 @@ def space_function(ranges: dict[str, Range]):
     return functools.partial(suggest, ranges=ranges)
 
 
-SAMPLERS = ("tpe", "random", "qmc", "gp")
+SAMPLERS = ("tpe", "random", "qmc", "gp", "cmaes")
 SCHEDULERS = ("asha", "fifo")
 
 
@@ -332,7 +332,9 @@ def make_sampler(seed: int, num_samples: int, kind: str = "tpe") -> optuna.sampl
     tune.uniform and tune.choice, kept in the Optuna study so that every result file is the same), or Optuna's
     scrambled Sobol sequence (`qmc`: spreads a small budget more evenly than random draws), or its Gaussian
     process sampler (`gp`: fits the objective's noise; its cost grows with the cube of the trials, so it suits
-    budgets of tens to a few hundred trials).
+    budgets of tens to a few hundred trials), or CMA-ES (`cmaes`: a population of about 4 + 3 ln(settings)
+    trials per generation, so it needs budgets of hundreds; trials ASHA stopped count with their last value, or
+    under early stopping a generation would rarely fill).
 
     The model-based samplers' random start is shortened to half the budget (at least 2, at most Optuna's 10) so
     that a small search still gets some guided trials; constant_liar keeps parallel TPE trials apart. Settings
@@ -343,6 +345,9 @@ def make_sampler(seed: int, num_samples: int, kind: str = "tpe") -> optuna.sampl
         return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
                                           warn_independent_sampling=False)
     startup = max(2, min(10, num_samples // 2))
+    if kind == "cmaes":  # (integers and choices it cannot model: the seeded random fallback)
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, with_margin=True,
+                                            consider_pruned_trials=True, warn_independent_sampling=False)
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, deterministic_objective=False,
                                          warn_independent_sampling=False)
