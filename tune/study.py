@@ -38,9 +38,10 @@ def tell(study: optuna.Study, number: int, result: dict | None, error: bool,
          metric: str) -> TrialState | None:
     """Finish Optuna trial `number` from a Tune result; a trial that is finished already is left alone.
 
-    It reads that one trial from the storage: `study.trials[number]` deep-copies every trial of the study, which
-    made this function 82 of the driver's 139 CPU seconds over a 300-trial search (cProfile of
-    benchmarks/search_scale.py), a cost per trial that grows with the trials."""
+    It reads that one trial from the storage, where `study.trials[number]` deep-copies every trial of the study,
+    a cost per trial that grows with the trials. (cProfile put 82 of the driver's 139 CPU s over 300 simulated
+    trials here, but the profiler inflates deep copies: measured without it, this change took the driver from
+    112.1 to 109.3 CPU s, 2.5%.)"""
     storage = study._storage  # (Optuna's storage API; Study exposes no single-trial read by number)
     frozen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
     if frozen.state.is_finished():
