@@ -18,6 +18,18 @@ def as_own_target(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["lang"] == r["target"] or r["lang"] not in targets]
 
 
+def save_png(fig, path: Path) -> None:
+    """Write a matplotlib figure as a PNG through a temporary file beside `path` (a reader never sees half of
+    it), and free it."""
+    import matplotlib.pyplot as plt
+
+    from pram.files import atomic_output
+
+    with atomic_output(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
 def experiment_figure(rows: list[dict], names: dict[str, str], paper: dict[str, dict[str, float]], path: Path,
                       title: str) -> None:
     """rows: one per (variant, seed, selection, test language) as in runs.parquet. paper: variant -> lang -> F1."""
@@ -54,10 +66,7 @@ def experiment_figure(rows: list[dict], names: dict[str, str], paper: dict[str, 
     fig.suptitle(f"{title}\n◆ the paper's Table 5 (mBERT, 20,000 steps, batch 128, each language its own target), "
                  "same colour as its variant", fontsize=10)
     fig.tight_layout()
-    partial = path.with_name(path.name + ".partial.png")
-    fig.savefig(partial, dpi=110)
-    plt.close(fig)
-    partial.replace(path)
+    save_png(fig, path)
 
 
 DIAGNOSTIC_PANELS = (  # (panel title, y label, [(history key, line label)])
@@ -115,8 +124,7 @@ def diagnostics_figure(histories: dict[str, list[list[dict]]], names: dict[str, 
         axes[at].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def tsne_figure_png(samples: dict, target: str, per_class: int, path: Path) -> None:
@@ -143,7 +151,4 @@ def tsne_figure_png(samples: dict, target: str, per_class: int, path: Path) -> N
     fig.suptitle(f"Token representations (last layer), target {target}: t-SNE of up to {per_class} dev tokens "
                  "per tag from each side (● source, ▲ target)", fontsize=10)
     fig.tight_layout()
-    partial = path.with_name(path.name + ".partial.png")
-    fig.savefig(partial, dpi=110)
-    plt.close(fig)
-    partial.replace(path)
+    save_png(fig, path)
