@@ -62,6 +62,13 @@ def rows_of(final: dict, variant: str) -> list[dict]:
     return rows
 
 
+def _mean_sd(values: list[float], form: str) -> str:
+    """`mean ± sd`; the mean alone for one value (one seed has no spread to show); empty for none."""
+    if len(values) < 2:
+        return form.format(values[0]) if values else ""
+    return f"{form.format(statistics.mean(values))} ± {statistics.stdev(values):.2f}"
+
+
 def summary_markdown(rows: list[dict], dataset: str, command: str) -> str:
     """Mean ± std of test F1 per variant and language, for each selection rule, beside the paper's Table 5."""
     variants = list(dict.fromkeys(r["variant"] for r in rows))
@@ -83,8 +90,7 @@ def summary_markdown(rows: list[dict], dataset: str, command: str) -> str:
                     f1 = [r["f1"] for r in rows if (r["variant"], r["target"], r["selection"], r["lang"])
                           == (v, target, selection, lang)]
                     n = len(f1)
-                    sd = statistics.stdev(f1) if len(f1) > 1 else 0.0
-                    cells.append(f"{statistics.mean(f1):.2f} ± {sd:.2f}" if f1 else "")
+                    cells.append(_mean_sd(f1, "{:.2f}"))
                 steps = [str(r["step"]) for r in sorted(rows, key=lambda r: r["seed"])
                          if (r["variant"], r["target"], r["selection"], r["lang"]) == (v, target, selection, target)]
                 lines.append(f"| {VARIANT_NAMES.get(v, v)} | {n} | " + " | ".join(cells) + f" | {', '.join(steps)} |")
@@ -125,8 +131,7 @@ def paired_lines(rows: list[dict], target: str, selection: str, langs: list[str]
             diffs = [f1[(v, s, lang)] - f1[("none", s, lang)] for (w, s, la) in f1
                      if (w, la) == (v, lang) and ("none", s, lang) in f1]
             n = max(n, len(diffs))
-            sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-            cells.append(f"{statistics.mean(diffs):+.2f} ± {sd:.2f}" if diffs else "")
+            cells.append(_mean_sd(diffs, "{:+.2f}"))
         lines.append(f"| {VARIANT_NAMES.get(v, v)} | {n} | " + " | ".join(cells) + " |")
     return lines + [""]
 

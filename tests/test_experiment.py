@@ -19,6 +19,8 @@ def test_paired_differences_by_hand():
     # differences +2.0 and -1.0: mean +0.50, sample std 2.12
     assert lines[-2] == "| PRAM | 2 | +0.50 ± 2.12 |"
     assert paired_lines([r for r in rows if r["variant"] == "both"], "de", "target-dev", ["de"]) == []
+    # one pair (seed 0: 60 - 58) has no spread: the difference alone, no "± 0.00"
+    assert paired_lines([r for r in rows if r["seed"] == 0], "de", "target-dev", ["de"])[-2] == "| PRAM | 1 | +2.00 |"
 
 
 def test_a_target_language_is_drawn_only_from_the_runs_where_it_is_the_target():
