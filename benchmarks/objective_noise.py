@@ -1,0 +1,187 @@
+"""Can the search's objective tell trials apart, and can ASHA's rungs? (issue 18, point 3)
+
+    python benchmarks/objective_noise.py [--seeds 0,1,2] [--trials 16] [--search-seed 0]
+
+Both parts use the laptop search's trial (`tune/search.py`'s SEARCH_DEFAULTS["laptop"]: 150 steps of 8
+sentences, an evaluation every 50 steps, so 3 rounds; single-source English -> German), two one-thread runs at a
+time:
+1. Noise: one setting (TrainConfig's defaults, the paper's values) trained with each of --seeds by
+   `pram experiment`, scored at every round on the search's objective (the first 200 German dev sentences)
+   and, in a second run of the same seeds, on the whole German dev set. Evaluation draws no random numbers, so
+   both runs of a seed train the same weights: their difference is what the 200-sentence sample adds.
+2. Ranks: a random search whose every trial trains to the end (`--sampler random --scheduler fifo`, the paper's
+   ranges), --trials trials. For each ASHA rung (round 1 and 2; the laptop search's grace period is 1 and its
+   reduction factor 2): Spearman's rho between the trials' scores at that round and at the last, and where the
+   trial best at the end ranked then.
+From the two: the spread between trials against the spread between seeds of one setting at each round, and the
+share of trial pairs whose order at the end the seed noise alone would flip (a pair d F1 apart is flipped with
+probability Phi(-|d| / (sqrt 2 * seed sd))).
+
+Runs go to runs/objective-noise/ (kept: a second call skips the finished seeds and resumes the search).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import mean_sd, table, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs" / "objective-noise"
+ALL_DEV = 100_000  # more than any dev split: `--eval-sentences` then keeps all of it
+OBJECTIVE = "target_dev_f1"
+
+
+def trial_flags() -> list[str]:
+    """The laptop search's training settings as `pram experiment` flags."""
+    sys.path.insert(0, str(ROOT))
+    from tune.search import SEARCH_DEFAULTS
+
+    flags = []
+    for name, value in SEARCH_DEFAULTS["laptop"]["train"].items():
+        flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
+
+
+def run(argv: list[str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode:
+        sys.exit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def noise_runs(seeds: list[int], dev: str) -> dict[int, list[tuple[float, float]]]:
+    """seed -> (the objective, the training loss) at each round, for one setting trained with each seed, scored
+    on `dev`."""
+    runs = RUNS / f"noise-{dev}"
+    flags = trial_flags()
+    if dev == "all":
+        flags += ["--eval-sentences", str(ALL_DEV)]
+    run([sys.executable, "-m", "pram.cli", "experiment", "--preset", "laptop", "--dataset", "conll", "--source",
+         "en", "--targets", "de", "--variants", "both", "--seeds", ",".join(map(str, seeds)), *flags,
+         "--eval-languages", "", "--test-sentences", "200", "--parallel", "2", "--threads", "1",
+         "--runs-dir", str(runs), "--results", str(runs / "results")])
+    found = {}
+    for seed in seeds:
+        history = json.loads((runs / f"conll-en-to-de-both-seed{seed}" / "metrics.json").read_text())["history"]
+        found[seed] = [(h[OBJECTIVE], h["loss"]) for h in history]
+    return found
+
+
+def search_runs(trials: int, seed: int) -> list[list[float]]:
+    """The objective at each round of every trial of a random search trained without early stopping."""
+    import pyarrow.parquet as pq
+
+    out = RUNS / f"random-fifo-seed{seed}"
+    argv = [sys.executable, str(ROOT / "tune" / "search.py"), "--dataset", "conll", "--mode", "single", "--out",
+            str(out)]
+    if (out / "run.json").is_file():
+        argv.append("--resume")
+    else:
+        argv += ["--targets", "de", "--preset", "laptop", "--sampler", "random", "--scheduler", "fifo",
+                 "--num-samples", str(trials), "--seed", str(seed), "--final-seeds", "0", "--max-concurrent",
+                 "2", "--cpus-per-trial", "1"]
+    if not (out / "trials.parquet").is_file():
+        run(argv)
+    by_trial: dict[int, dict[int, float]] = {}
+    for row in pq.read_table(out / "history.parquet").to_pylist():
+        by_trial.setdefault(row["optuna_trial"], {})[row["round"]] = row[OBJECTIVE]
+    rounds = max(len(r) for r in by_trial.values())
+    return [[r[k] for k in sorted(r)] for r in by_trial.values() if len(r) == rounds]
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1 = highest; ties share their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    found = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in order[i:j + 1]:
+            found[k] = (i + j) / 2 + 1
+        i = j + 1
+    return found
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rho: the Pearson correlation of the ranks."""
+    return statistics.correlation(ranks(a), ranks(b))
+
+
+def flipped_share(finals: list[float], seed_sd: float) -> float:
+    """Mean over trial pairs of the chance that seed noise alone orders the pair the other way."""
+    pairs = list(itertools.combinations(finals, 2))
+    if seed_sd == 0:
+        return 0.0
+    normal = statistics.NormalDist()
+    return statistics.fmean(normal.cdf(-abs(a - b) / (math.sqrt(2) * seed_sd)) for a, b in pairs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds of the one setting, comma-separated")
+    parser.add_argument("--trials", type=int, default=16, help="trials of the random search")
+    parser.add_argument("--search-seed", type=int, default=0)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+
+    started = time.perf_counter()
+    runs = {dev: noise_runs(seeds, dev) for dev in ("200", "all")}
+    noise = {dev: {s: [f1 for f1, _ in found[s]] for s in seeds} for dev, found in runs.items()}
+    same_weights = all([loss for _, loss in runs["200"][s]] == [loss for _, loss in runs["all"][s]] for s in seeds)
+    weights = ("logged the same training loss at every round (the same weights)" if same_weights else
+               "logged different training losses: they did not train the same weights, so the sample column "
+               "mixes in seed noise")
+    trials = search_runs(args.trials, args.search_seed)
+    minutes = (time.perf_counter() - started) / 60
+    rounds = len(trials[0])
+
+    rows = []
+    for r in range(rounds):
+        seed_200 = [noise["200"][s][r] for s in seeds]
+        seed_all = [noise["all"][s][r] for s in seeds]
+        sample = [noise["200"][s][r] - noise["all"][s][r] for s in seeds]
+        between = [t[r] for t in trials]
+        last = [t[-1] for t in trials]
+        best_at_end = max(range(len(trials)), key=lambda i: last[i])
+        rho = spearman(between, last) if r < rounds - 1 else 1.0
+        rows.append([r + 1, (r + 1) * 50, mean_sd(seed_200), f"{statistics.stdev(seed_all):.2f}",
+                     mean_sd(sample), f"{statistics.stdev(between):.2f}",
+                     f"{statistics.stdev(between) / statistics.stdev(seed_200):.2f}",
+                     f"{rho:.2f}" if r < rounds - 1 else "-",
+                     f"{ranks(between)[best_at_end]:.0f} of {len(trials)}"])
+    header = ["round", "step", "one setting, 3 seeds: dev F1 on 200 sentences (mean ± sd)",
+              "sd on the whole dev set", "200-sentence F1 minus whole-dev F1 (mean ± sd)",
+              f"sd between {len(trials)} random trials (200 sentences)", "between-trial sd / seed sd",
+              "Spearman rho with the last round", "rank then of the trial best at the end"]
+    seed_sd_end = statistics.stdev([noise["200"][s][-1] for s in seeds])
+    flipped = flipped_share([t[-1] for t in trials], seed_sd_end)
+    body = table(header, rows) + (
+        f"\n\nAt the last round, seed noise alone would reverse the order of **{flipped:.0%}** of the "
+        f"{len(trials) * (len(trials) - 1) // 2} pairs of random trials (0% would be a perfect objective, 50% "
+        f"one that cannot tell trials apart). Runs: {len(seeds)} seeds x 2 dev sets of the default setting and "
+        f"{len(trials)} random-search trials (`--sampler random --scheduler fifo --seed {args.search_seed}`), "
+        f"{minutes:.0f} minutes in all. The whole German dev set has {_dev_sentences()} sentences. The two "
+        f"runs of each seed {weights}.")
+    write_section("objective-noise", "The search's objective: seed noise, sample noise and rung ranks", body, 1)
+
+
+def _dev_sentences() -> int:
+    from pram.data.corpora import load_language
+
+    return len(load_language("conll", "de")["dev"])
+
+
+if __name__ == "__main__":
+    main()
