@@ -147,7 +147,8 @@ def search_strategy(run: dict) -> str:
     seed = run.get("seed")
     chosen = (f"drawn at random (Optuna's RandomSampler, seed {seed})" if run.get("sampler") == "random"
               else f"proposed by Optuna TPE (seed {seed})")
-    stopped = "each trained to the end" if run.get("scheduler") == "fifo" else "stopped early by ASHA"
+    stopped = {"fifo": "each trained to the end", "hyperband": "stopped early by HyperBand"}.get(
+        run.get("scheduler"), "stopped early by ASHA")
     return f"{chosen} and {stopped}"
 
 

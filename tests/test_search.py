@@ -166,6 +166,7 @@ def test_a_second_search_on_a_busy_results_folder_is_refused(tmp_path, data_dir)
     (["--targets", "de,xx"], "'xx' is not a target of conll in multi-source mode; choose from en,de,es,nl"),
     (["--range", "tau=0.3:0.1"], "--range tau=0.3:0.1: low 0.3 is not below high 0.1"),
     (["--resume"], "nothing to resume"),
+    (["--deterministic", "--scheduler", "hyperband"], "HyperBand pauses a trial until the others of its bracket"),
 ])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, data_dir, extra, message):
     run = subprocess.run([sys.executable, "tune/search.py", "--dataset", "conll", "--mode", "multi",
@@ -363,6 +364,35 @@ def test_random_search_without_early_stopping_trains_every_trial_to_the_end(tmp_
     assert "drawn at random (Optuna's RandomSampler, seed 0) and each trained to the end" in \
         (out / "summary.md").read_text()
     assert json.loads((out / "run.json").read_text())["scheduler"] == "fifo"
+
+
+@pytest.mark.slow
+def test_hyperband_halves_its_brackets_and_a_loser_stopped_while_paused_is_pruned(tmp_path, data_dir):
+    """Ray's HyperBand over the smoke search's 3 rounds, reduction factor 3. Its bracket sizes, worked out from
+    Li et al.'s formulas as Ray rounds them (s_max + 1 = round(log 3 / log 3) + 1 = 2 brackets; bracket s has
+    ceil(2 / (s + 1) * 3^s) trials starting at round int(3 / 3^s)): 2 trials trained to round 3, then 3 trials
+    of which 1 goes on after round 1. The losers are stopped while PAUSED (only the last trial to reach the
+    rung is running), when Tune gives the searcher no result: Optuna must still record them PRUNED with their
+    round-1 value, not FAIL."""
+    out = tmp_path / "run"
+    run = subprocess.run(search_command(out, data_dir, "--num-samples", "5", "--final-seeds", "0",
+                                        "--sampler", "random", "--scheduler", "hyperband", "--no-prune-collapsed"),
+                         cwd=ROOT, env=search_env(tmp_path / "cache"), capture_output=True, text=True, check=False,
+                         timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
+    assert sorted((t["status"], t["stopped_round"]) for t in trials) == \
+        [("PRUNED", 1)] * 2 + [("TERMINATED", SMOKE_ROUNDS)] * 3
+    frozen = study_trials(out)
+    assert sorted(t.state.name for t in frozen) == ["COMPLETE"] * 3 + ["PRUNED"] * 2
+    for t in frozen:
+        assert t.value == t.intermediate_values[max(t.intermediate_values)]
+    # a paused trial that went on restarted from its checkpoint: every round recorded once, in order
+    history = pq.read_table(out / "history.parquet").to_pylist()
+    for t in trials:
+        assert [h["round"] for h in history if h["trial_id"] == t["trial_id"]] == \
+            list(range(1, t["stopped_round"] + 1))
+    assert "stopped early by HyperBand" in (out / "summary.md").read_text()
 
 
 def _alive(pid: int, started: float) -> bool:

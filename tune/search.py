@@ -151,8 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "gp (a Gaussian process fitted to the noisy objective; for up to a few hundred trials) "
                         "or cmaes (CMA-ES; a generation is about 10 trials: for searches of hundreds)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
-                   help="asha (default): stop weak trials at each evaluation round; fifo: train every trial "
-                        "to the end (no early stopping, and no pruning of collapsed trials)")
+                   help="asha (default): stop weak trials at each evaluation round, asynchronously; hyperband: "
+                        "Ray's synchronous HyperBand (brackets that halve their trials by 3 at their rungs, "
+                        "pausing a trial until its bracket catches up; some brackets train every trial to the "
+                        "end); fifo: train every trial to the end (no early stopping, and no pruning of "
+                        "collapsed trials)")
     p.add_argument("--final-seeds", type=int, default=None,
                    help="seeds each target's best settings are retrained with; 0 skips it "
                         "(default: 2 for smoke and laptop, 5 for paper)")
@@ -246,6 +249,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             raise UserError(f"{flag} {value}: must be at least {least}")
     if args.deterministic and args.max_concurrent not in (None, 1):
         raise UserError(f"--deterministic runs one trial at a time; drop --max-concurrent {args.max_concurrent}")
+    if args.deterministic and args.scheduler == "hyperband":
+        raise UserError("--deterministic runs one trial at a time, and HyperBand pauses a trial until the others "
+                        "of its bracket catch up: use --scheduler asha or fifo with it")
     if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
         raise UserError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
     storage = args.storage or str(out / "ray" / "experiments")

@@ -324,7 +324,7 @@ def space_function(ranges: dict[str, Range]):
 
 
 SAMPLERS = ("tpe", "random", "qmc", "gp", "cmaes")
-SCHEDULERS = ("asha", "fifo")
+SCHEDULERS = ("asha", "hyperband", "fifo")
 
 
 def make_sampler(seed: int, num_samples: int, kind: str = "tpe") -> optuna.samplers.BaseSampler:

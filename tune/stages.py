@@ -21,7 +21,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from tune.live import LiveView
 from tune.space import SEARCHED, make_sampler, space_function, trial_sampler
-from tune.study import MarkPruned, RoundsASHA, StudyHistory, StudySearch
+from tune.study import MarkPruned, RoundsASHA, RoundsHyperBand, StudyHistory, StudySearch
 from tune.trainable import run_trial
 
 
@@ -150,8 +150,8 @@ def _run_config(s, name: str, callbacks: list, checkpoint: tune.CheckpointConfig
 def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, study_name: str, resources: dict,
                  concurrency: int, rounds: int, grace: int, resume: bool, trial=run_trial,
                  reuse_actors: bool = False):
-    """Optuna TPE (or uniform random draws) proposes, ASHA stops the weak early (or FIFO trains every trial to
-    the end); one trial reports once per evaluation.
+    """Optuna TPE (or another of its samplers) proposes, ASHA stops the weak early (or HyperBand does, or FIFO
+    trains every trial to the end); one trial reports once per evaluation.
 
     storage_file: the Optuna studies' file (optuna.db or optuna.journal, pram.results.OPTUNA_FILES).
 
@@ -173,14 +173,19 @@ def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, s
         # seeded by its trial number, so that a kill and --resume change nothing
         sampler_for = functools.partial(trial_sampler, study_seed, s.num_samples, s.sampler) \
             if s.deterministic else None
+        # HyperBand's PAUSED trials still count as proposed-and-not-finished for the searcher: a limit there
+        # would leave a bracket unfilled for good; the trials' resources alone then bound how many run at once.
         searcher = StudySearch(space_function(ranges), metric=s.metric, mode="max", sampler=sampler,
-                               study_name=study_name, storage=storage, max_concurrent=concurrency,
-                               sampler_for=sampler_for)
-        # reduction factor 2, not ASHA's 4: a search of a few trials still halves at each rung
-        history = StudyHistory(str(storage_file), study_name)
-        scheduler = FIFOScheduler() if s.scheduler == "fifo" else RoundsASHA(
-            max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed, history=history,
-            reduction_factor=2)
+                               study_name=study_name, storage=storage,
+                               max_concurrent=s.num_samples if s.scheduler == "hyperband" else concurrency,
+                               sampler_for=sampler_for, max_rounds=rounds)
+        if s.scheduler == "fifo":
+            scheduler = FIFOScheduler()
+        elif s.scheduler == "hyperband":
+            scheduler = RoundsHyperBand(max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed)
+        else:  # reduction factor 2, not ASHA's 4: a search of a few trials still halves at each rung
+            scheduler = RoundsASHA(max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed,
+                                   history=StudyHistory(str(storage_file), study_name), reduction_factor=2)
         params = [p for p in SEARCHED if p in ranges]
         view = LiveView(f"search {target} ({study_name})", s.num_samples, rounds, s.metric, params)
         # Keep the best checkpoint by the objective and the latest (Tune always keeps the latest).

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import TrialState
 from ray.tune import Callback
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 ITERATION = "training_iteration"
@@ -62,13 +62,16 @@ class StudySearch(OptunaSearch):
     """
 
     def __init__(self, space, metric: str, mode: str, sampler, study_name: str, storage, max_concurrent: int,
-                 sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None):
+                 sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+                 max_rounds: int | None = None):
         """sampler_for: a sampler for each new Optuna trial, from its number (the reproducible mode): what a
         trial is proposed then depends only on the study's history and the trial's number, not on how many
-        proposals this driver has made (after --resume, a seeded sampler would start its draws again)."""
+        proposals this driver has made (after --resume, a seeded sampler would start its draws again).
+        max_rounds: a trial's evaluations when it is not stopped early."""
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, study_name=study_name,
                          storage=storage)
         self._max_concurrent = max_concurrent
+        self._max_rounds = max_rounds
         self._live: set[str] = set()
         self._sampler_for = sampler_for
 
@@ -105,8 +108,23 @@ class StudySearch(OptunaSearch):
         self._live.discard(trial_id)
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
+        if result is None and not error:
+            result = self._last_reported(self._ot_trials[trial_id].number)
         tell(self._ot_study, self._ot_trials[trial_id].number, result, error, self.metric)
         self._completed_trials.add(trial_id)
+
+    def _last_reported(self, number: int) -> dict | None:
+        """The last round a trial reported, as its result: HyperBand stops a trial that is PAUSED at a rung
+        (a loser, or one that got to the last round before its bracket), and Tune then tells the searcher
+        without a result. Stopped before the last round, it was pruned. None if it never reported."""
+        values = self._ot_study._storage.get_trial(  # (one trial, as tell() reads it)
+            self._ot_study._storage.get_trial_id_from_study_id_trial_number(self._ot_study._study_id, number)
+        ).intermediate_values
+        if not values:
+            return None
+        last = max(values)
+        return {self.metric: values[last], ITERATION: last,
+                "pruned": self._max_rounds is not None and last < self._max_rounds}
 
     @property
     def study(self) -> optuna.Study:
@@ -128,7 +146,20 @@ class StudyHistory:
         return dict(trials[number].intermediate_values) if number < len(trials) else {}
 
 
-class RoundsASHA(ASHAScheduler):
+class StopsCollapsed:
+    """A Tune scheduler that also stops a trial whose target predictions collapsed, once it is past the grace
+    period (`_collapse_from`, a round; None: never)."""
+
+    _collapse_from: int | None = None
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        collapsed = self._collapse_from is not None and result.get("collapse") and \
+            result.get(ITERATION, 0) >= self._collapse_from
+        return TrialScheduler.STOP if collapsed else action
+
+
+class RoundsASHA(StopsCollapsed, ASHAScheduler):
     """ASHA over evaluation rounds; optionally also stops a trial whose target predictions collapsed.
 
     Tune does not save a scheduler's state, so after `Tuner.restore` ASHA's rungs would start empty and a
@@ -154,11 +185,28 @@ class RoundsASHA(ASHAScheduler):
         for round_, value in sorted(self._history(number).items()):
             bracket.on_result(trial, round_, self._metric_op * value)
 
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        action = super().on_trial_result(tune_controller, trial, result)
-        collapsed = self._collapse_from is not None and result.get("collapse") and \
-            result.get(ITERATION, 0) >= self._collapse_from
-        return TrialScheduler.STOP if collapsed else action
+
+class RoundsHyperBand(StopsCollapsed, HyperBandScheduler):
+    """Ray's synchronous HyperBand over evaluation rounds (Li et al. 2018): brackets of trials, each halving
+    its trials at its own rungs; a trial that reaches a rung first is PAUSED (its actor ends, and it restarts
+    from its checkpoint if it goes on) until its bracket's other trials get there. Reduction factor 3, Ray's
+    default: with the laptop search's 3 rounds its brackets are 2 trials trained to the end and 3 trials cut
+    to 1 after round 1 (with factor 2, Ray's rounding would stop a bracket's winners at round 2 of 3).
+
+    Tune saves no scheduler state: after --resume the restored trials fill new brackets, so a resumed search
+    finishes every trial but may stop different ones than an uninterrupted search would."""
+
+    def __init__(self, max_rounds: int, grace_period: int, prune_collapsed: bool):
+        super().__init__(time_attr=ITERATION, max_t=max_rounds, reduction_factor=3)
+        self._collapse_from = grace_period if prune_collapsed else None
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        # A rung's loser stopped while PAUSED: Tune reports no result then, so it is marked here as MarkPruned
+        # marks the others (the live view and the trial's saved last result read the mark).
+        if trial.status == "PAUSED" and trial.has_reported_at_least_once and \
+                trial.last_result.get(ITERATION, 0) < self._max_t_attr:
+            trial.last_result["pruned"] = True
+        super().on_trial_remove(tune_controller, trial)
 
 
 class MarkPruned(Callback):
