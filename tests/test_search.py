@@ -340,15 +340,25 @@ def test_rays_files_stay_in_the_folder_and_spent_checkpoints_are_gone(searched):
     assert not list((out / "ray" / "work").glob("*/*"))  # the trials' working copies are gone
 
 
-@pytest.mark.slow
-def test_random_search_without_early_stopping_trains_every_trial_to_the_end(tmp_path, data_dir):
-    """The baseline of the search-efficiency benchmark: uniform draws, every trial trained to its last round."""
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def fifo_search(tmp_path_factory, data_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    """Random search without early stopping (the baseline of the search-efficiency benchmark), 3 trials, in
+    which every trial raises once right after its first evaluation (the test-only fault hook): one search for
+    the two tests below."""
+    root = tmp_path_factory.mktemp("fifo-search")
+    out = root / "run"
     run = subprocess.run(search_command(out, data_dir, "--num-samples", "3", "--final-seeds", "0",
                                         "--sampler", "random", "--scheduler", "fifo"),
-                         cwd=ROOT, env=search_env(tmp_path / "cache"), capture_output=True, text=True, check=False,
-                         timeout=300)
+                         cwd=ROOT, env=search_env(root / "cache", PRAM_TUNE_FAIL_AT_STEP=str(FIRST_EVAL)),
+                         capture_output=True, text=True, check=False, timeout=400)
     assert run.returncode == 0, run.stderr[-3000:]
+    return out, run
+
+
+@pytest.mark.slow
+def test_random_search_without_early_stopping_trains_every_trial_to_the_end(fifo_search):
+    """Uniform draws, every trial trained to its last round."""
+    out, _ = fifo_search
     trials = sorted(pq.read_table(out / "trials.parquet").to_pylist(), key=lambda t: t["optuna_trial"])
     assert [(t["status"], t["stopped_round"]) for t in trials] == [("TERMINATED", SMOKE_ROUNDS)] * 3
     assert {t.state.name for t in study_trials(out)} == {"COMPLETE"}
@@ -364,6 +374,21 @@ def test_random_search_without_early_stopping_trains_every_trial_to_the_end(tmp_
     assert "drawn at random (Optuna's RandomSampler, seed 0) and each trained to the end" in \
         (out / "summary.md").read_text()
     assert json.loads((out / "run.json").read_text())["scheduler"] == "fifo"
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_is_retried_from_its_checkpoint(fifo_search):
+    out, run = fifo_search
+    assert "injected fault after step" in run.stderr
+    trials = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(trials) == 3
+    for t in trials:
+        assert t["restarts"] == 1
+    # Each trial's first round was recorded once, before the fault; the retry went on from it.
+    history = pq.read_table(out / "history.parquet").to_pylist()
+    for t in trials:
+        rounds = [h["round"] for h in history if h["trial_id"] == t["trial_id"]]
+        assert rounds == list(range(1, t["stopped_round"] + 1))
 
 
 @pytest.mark.slow
@@ -465,26 +490,6 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
         return sorted(rows, key=lambda t: t["optuna_trial"])
 
     assert by_trial(pq.read_table(out / "trials.parquet").to_pylist()) == by_trial(trials)
-
-
-@pytest.mark.slow
-def test_a_trial_that_raises_is_retried_from_its_checkpoint(tmp_path, data_dir):
-    out = tmp_path / "run"
-    env = search_env(tmp_path / "cache", PRAM_TUNE_FAIL_AT_STEP=str(FIRST_EVAL))
-    run = subprocess.run(search_command(out, data_dir, "--num-samples", "2", "--final-seeds", "0"), cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=240, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "injected fault after step" in run.stderr
-    trials = pq.read_table(out / "trials.parquet").to_pylist()
-    assert len(trials) == 2
-    for t in trials:
-        assert t["status"] in ("TERMINATED", "PRUNED") and t["restarts"] == 1
-    # Each trial's first round was recorded once, before the fault; the retry went on from it.
-    history = pq.read_table(out / "history.parquet").to_pylist()
-    for t in trials:
-        rounds = [h["round"] for h in history if h["trial_id"] == t["trial_id"]]
-        assert rounds == list(range(1, t["stopped_round"] + 1))
-    assert {t.state.name for t in study_trials(out)} <= {"COMPLETE", "PRUNED"}
 
 
 def _train_config(*argv: str):
