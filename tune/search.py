@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or cmaes (CMA-ES; a generation is about 10 trials: for searches of hundreds)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
                    help="asha (default): stop weak trials at each evaluation round, asynchronously; hyperband: "
-                        "Ray's synchronous HyperBand (brackets that halve their trials by 3 at their rungs, "
+                        "Ray's synchronous HyperBand (brackets that keep a third of their trials at each rung, "
                         "pausing a trial until its bracket catches up; some brackets train every trial to the "
                         "end); fifo: train every trial to the end (no early stopping, and no pruning of "
                         "collapsed trials)")
