@@ -202,7 +202,8 @@ def report(args, arms: list[str], seeds: list[int], searches: dict, budget: int)
         "final run (seed = the search seed) of the chosen setting, on the whole German test set; the "
         "wall time includes it. Seeds so far: " + ", ".join(map(str, seeds)) +
         ". Curves: [search-efficiency.png](search-efficiency.png).")
-    write_section("search-efficiency", "Search efficiency: TPE with early stopping against random search", body, 1)
+    # (the title the README's link names)
+    write_section("search-efficiency", "Search efficiency: TPE + ASHA against random search", body, 1)
 
 
 if __name__ == "__main__":
