@@ -412,7 +412,7 @@ def test_hyperband_halves_its_brackets_and_a_loser_stopped_while_paused_is_prune
     assert sorted(t.state.name for t in frozen) == ["COMPLETE"] * 3 + ["PRUNED"] * 2
     for t in frozen:
         assert t.value == t.intermediate_values[max(t.intermediate_values)]
-    # a paused trial that went on restarted from its checkpoint: every round recorded once, in order
+    # paused or not (a paused trial that goes on restarts from its checkpoint), each round is recorded once
     history = pq.read_table(out / "history.parquet").to_pylist()
     for t in trials:
         assert [h["round"] for h in history if h["trial_id"] == t["trial_id"]] == \
