@@ -57,6 +57,17 @@ def write_section(name: str, title: str, body: str, threads: int | None = None) 
     print(section)
 
 
+def timed(argv: list[str], cwd: Path) -> float:
+    """Run a command to its end; its wall seconds. A failure ends the benchmark with the command's stderr."""
+    import subprocess
+
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        sys.exit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
 def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

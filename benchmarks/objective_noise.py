@@ -27,12 +27,11 @@ import itertools
 import json
 import math
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import mean_sd, table, write_section
+from common import mean_sd, table, timed, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "objective-noise"
@@ -51,14 +50,6 @@ def trial_flags() -> list[str]:
     return flags
 
 
-def run(argv: list[str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
-    if done.returncode:
-        sys.exit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
-
-
 def noise_runs(seeds: list[int], dev: str) -> dict[int, list[tuple[float, float]]]:
     """seed -> (the objective, the training loss) at each round, for one setting trained with each seed, scored
     on `dev`."""
@@ -66,10 +57,10 @@ def noise_runs(seeds: list[int], dev: str) -> dict[int, list[tuple[float, float]
     flags = trial_flags()
     if dev == "all":
         flags += ["--eval-sentences", str(ALL_DEV)]
-    run([sys.executable, "-m", "pram.cli", "experiment", "--preset", "laptop", "--dataset", "conll", "--source",
+    timed([sys.executable, "-m", "pram.cli", "experiment", "--preset", "laptop", "--dataset", "conll", "--source",
          "en", "--targets", "de", "--variants", "both", "--seeds", ",".join(map(str, seeds)), *flags,
          "--eval-languages", "", "--test-sentences", "200", "--parallel", "2", "--threads", "1",
-         "--runs-dir", str(runs), "--results", str(runs / "results")])
+         "--runs-dir", str(runs), "--results", str(runs / "results")], ROOT)
     found = {}
     for seed in seeds:
         history = json.loads((runs / f"conll-en-to-de-both-seed{seed}" / "metrics.json").read_text())["history"]
@@ -91,7 +82,7 @@ def search_runs(trials: int, seed: int) -> list[list[float]]:
                  "--num-samples", str(trials), "--seed", str(seed), "--final-seeds", "0", "--max-concurrent",
                  "2", "--cpus-per-trial", "1"]
     if not (out / "trials.parquet").is_file():
-        run(argv)
+        timed(argv, ROOT)
     by_trial: dict[int, dict[int, float]] = {}
     for row in pq.read_table(out / "history.parquet").to_pylist():
         by_trial.setdefault(row["optuna_trial"], {})[row["round"]] = row[OBJECTIVE]

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import table, write_section
+from common import table, timed, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = ["--dataset", "conll", "--mode", "single", "--targets", "de", "--preset", "laptop", "--final-seeds", "0",
@@ -66,14 +64,6 @@ def plain_loop(search_out: str) -> None:
                 train(config, data, report=report)
 
 
-def timed(argv: list[str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(argv, check=False, capture_output=True, text=True, cwd=ROOT)
-    if done.returncode:
-        sys.exit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
-
-
 def steps_of(out: str) -> int:
     import pandas as pd
 
@@ -91,11 +81,11 @@ def main() -> None:
     search = [sys.executable, str(ROOT / "tune" / "search.py"), *SHORT, "--num-samples", str(args.trials)]
     with tempfile.TemporaryDirectory() as tmp:
         one_at_a_time, two_at_a_time = f"{tmp}/c1", f"{tmp}/c2"
-        wall = {"search1": timed([*search, "--max-concurrent", "1", "--out", one_at_a_time])}
+        wall = {"search1": timed([*search, "--max-concurrent", "1", "--out", one_at_a_time], ROOT)}
         print("search, 1 at a time:", wall["search1"], flush=True)
-        wall["loop"] = timed([sys.executable, __file__, "--loop", one_at_a_time])
+        wall["loop"] = timed([sys.executable, __file__, "--loop", one_at_a_time], ROOT)
         print("plain loop:", wall["loop"], flush=True)
-        wall["search2"] = timed([*search, "--max-concurrent", "2", "--out", two_at_a_time])
+        wall["search2"] = timed([*search, "--max-concurrent", "2", "--out", two_at_a_time], ROOT)
         print("search, 2 at a time:", wall["search2"], flush=True)
         steps = {"search1": steps_of(one_at_a_time), "loop": steps_of(one_at_a_time),
                  "search2": steps_of(two_at_a_time)}
