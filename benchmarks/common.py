@@ -68,6 +68,28 @@ def timed(argv: list[str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
+def resumable_search(out: Path, dataset: str, mode: str, flags: list[str], capture: bool = True) -> float:
+    """Run `tune/search.py --dataset D --mode M --out OUT FLAGS` from the repository root, or `--resume` it
+    where an earlier session left its run.json; its wall seconds, summed over the sessions that ran it (kept in
+    OUT/wall.json). A failure ends the benchmark (with the command's stderr when it is captured)."""
+    import json
+    import subprocess
+
+    clock = out / "wall.json"
+    spent = json.loads(clock.read_text())["seconds"] if clock.is_file() else 0.0
+    argv = [sys.executable, "tune/search.py", "--dataset", dataset, "--mode", mode, "--out", str(out)]
+    argv += ["--resume"] if (out / "run.json").is_file() else flags
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(argv, cwd=REPORT.parents[1], capture_output=capture, text=True, check=False)
+    finally:
+        out.mkdir(parents=True, exist_ok=True)
+        clock.write_text(json.dumps({"seconds": spent + time.perf_counter() - started}))
+    if done.returncode:
+        sys.exit(f"{' '.join(argv)} failed (exit {done.returncode})" + (f":\n{done.stderr[-3000:]}" if capture else ""))
+    return spent + time.perf_counter() - started
+
+
 def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import mean_sd, table, timed, write_section
+from common import mean_sd, resumable_search, table, timed, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "objective-noise"
@@ -73,41 +73,15 @@ def search_runs(trials: int, seed: int) -> list[list[float]]:
     import pyarrow.parquet as pq
 
     out = RUNS / f"random-fifo-seed{seed}"
-    argv = [sys.executable, str(ROOT / "tune" / "search.py"), "--dataset", "conll", "--mode", "single", "--out",
-            str(out)]
-    if (out / "run.json").is_file():
-        argv.append("--resume")
-    else:
-        argv += ["--targets", "de", "--preset", "laptop", "--sampler", "random", "--scheduler", "fifo",
-                 "--num-samples", str(trials), "--seed", str(seed), "--final-seeds", "0", "--max-concurrent",
-                 "2", "--cpus-per-trial", "1"]
     if not (out / "trials.parquet").is_file():
-        timed(argv, ROOT)
+        resumable_search(out, "conll", "single", [
+            "--targets", "de", "--preset", "laptop", "--sampler", "random", "--scheduler", "fifo", "--num-samples",
+            str(trials), "--seed", str(seed), "--final-seeds", "0", "--max-concurrent", "2", "--cpus-per-trial", "1"])
     by_trial: dict[int, dict[int, float]] = {}
     for row in pq.read_table(out / "history.parquet").to_pylist():
         by_trial.setdefault(row["optuna_trial"], {})[row["round"]] = row[OBJECTIVE]
     rounds = max(len(r) for r in by_trial.values())
     return [[r[k] for k in sorted(r)] for r in by_trial.values() if len(r) == rounds]
-
-
-def ranks(values: list[float]) -> list[float]:
-    """1 = highest; ties share their mean rank."""
-    order = sorted(range(len(values)), key=lambda i: -values[i])
-    found = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in order[i:j + 1]:
-            found[k] = (i + j) / 2 + 1
-        i = j + 1
-    return found
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rho: the Pearson correlation of the ranks."""
-    return statistics.correlation(ranks(a), ranks(b))
 
 
 def flipped_share(finals: list[float], seed_sd: float) -> float:
@@ -138,26 +112,27 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     rounds = len(trials[0])
 
+    from scipy.stats import rankdata, spearmanr
+
+    last = [t[-1] for t in trials]
+    best_at_end = max(range(len(trials)), key=lambda i: last[i])
     rows = []
     for r in range(rounds):
         seed_200 = [noise["200"][s][r] for s in seeds]
         seed_all = [noise["all"][s][r] for s in seeds]
         sample = [noise["200"][s][r] - noise["all"][s][r] for s in seeds]
         between = [t[r] for t in trials]
-        last = [t[-1] for t in trials]
-        best_at_end = max(range(len(trials)), key=lambda i: last[i])
-        rho = spearman(between, last) if r < rounds - 1 else 1.0
+        spread = statistics.stdev(between)
+        rank_then = rankdata([-f1 for f1 in between])[best_at_end]  # 1 = highest; ties share their mean rank
         rows.append([r + 1, (r + 1) * 50, mean_sd(seed_200), f"{statistics.stdev(seed_all):.2f}",
-                     mean_sd(sample), f"{statistics.stdev(between):.2f}",
-                     f"{statistics.stdev(between) / statistics.stdev(seed_200):.2f}",
-                     f"{rho:.2f}" if r < rounds - 1 else "-",
-                     f"{ranks(between)[best_at_end]:.0f} of {len(trials)}"])
-    header = ["round", "step", "one setting, 3 seeds: dev F1 on 200 sentences (mean ± sd)",
+                     mean_sd(sample), f"{spread:.2f}", f"{spread / statistics.stdev(seed_200):.2f}",
+                     f"{spearmanr(between, last).statistic:.2f}" if r < rounds - 1 else "-",
+                     f"{rank_then:.0f} of {len(trials)}"])
+    header = ["round", "step", f"one setting, {len(seeds)} seeds: dev F1 on 200 sentences (mean ± sd)",
               "sd on the whole dev set", "200-sentence F1 minus whole-dev F1 (mean ± sd)",
               f"sd between {len(trials)} random trials (200 sentences)", "between-trial sd / seed sd",
               "Spearman rho with the last round", "rank then of the trial best at the end"]
-    seed_sd_end = statistics.stdev([noise["200"][s][-1] for s in seeds])
-    flipped = flipped_share([t[-1] for t in trials], seed_sd_end)
+    flipped = flipped_share(last, statistics.stdev([noise["200"][s][-1] for s in seeds]))
     body = table(header, rows) + (
         f"\n\nAt the last round, seed noise alone would reverse the order of **{flipped:.0%}** of the "
         f"{len(trials) * (len(trials) - 1) // 2} pairs of random trials (0% would be a perfect objective, 50% "

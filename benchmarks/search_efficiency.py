@@ -30,18 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from common import mean_sd, table, write_section
+from common import mean_sd, resumable_search, table, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE = ROOT / "results" / "search-efficiency.png"
 RECORDS = ROOT / "results" / "search-efficiency"
 RUNS = ROOT / "runs" / "search-efficiency"
-COMMON = ["--dataset", "conll", "--mode", "single", "--targets", "de", "--preset", "laptop",
+COMMON = ["--targets", "de", "--preset", "laptop",
           "--final-seeds", "1", "--no-baseline", "--max-concurrent", "2", "--cpus-per-trial", "1"]
 ARMS = {"random": ["--sampler", "random", "--scheduler", "fifo"],
         "tpe+asha": ["--sampler", "tpe", "--scheduler", "asha"],
@@ -49,24 +46,6 @@ ARMS = {"random": ["--sampler", "random", "--scheduler", "fifo"],
 NAMES = {"random": "random search, no early stopping", "tpe+asha": "Optuna TPE + ASHA (the default)",
          "tpe+hyperband": "Optuna TPE + HyperBand"}
 CLOSE = 0.5
-
-
-def run_arm(arm: str, seed: int, trials: int, out: Path) -> float:
-    """Run (or resume) one search; its wall seconds, summed over the sessions that ran it."""
-    clock = out / "wall.json"
-    spent = json.loads(clock.read_text())["seconds"] if clock.is_file() else 0.0
-    argv = [sys.executable, str(ROOT / "tune" / "search.py"), "--out", str(out)]
-    argv += ["--dataset", "conll", "--mode", "single", "--resume"] if (out / "run.json").is_file() else \
-        [*COMMON, *ARMS[arm], "--num-samples", str(trials), "--seed", str(seed)]
-    started = time.perf_counter()
-    try:
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
-    finally:
-        out.mkdir(parents=True, exist_ok=True)
-        clock.write_text(json.dumps({"seconds": spent + time.perf_counter() - started}))
-    if done.returncode:
-        sys.exit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
-    return spent + time.perf_counter() - started
 
 
 def record(arm: str, seed: int, trials: int) -> dict:
@@ -81,7 +60,8 @@ def record(arm: str, seed: int, trials: int) -> dict:
     if kept.is_file():
         return json.loads(kept.read_text())
     out = RUNS / f"{arm}-seed{seed}"
-    wall = run_arm(arm, seed, trials, out)
+    wall = resumable_search(out, "conll", "single", [*COMMON, *ARMS[arm], "--num-samples", str(trials),
+                                                     "--seed", str(seed)])
     final = [r["f1_mean"] for r in pq.read_table(out / "final.parquet").to_pylist()
              if (r["variant"], r["selection"], r["lang"]) == ("both", "target-dev", "de")]
     found = {"arm": arm, "seed": seed, "trials": trials, "wall_s": round(wall, 1), "test_f1": final[0],

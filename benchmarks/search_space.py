@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from common import mean_sd
+from common import mean_sd, resumable_search
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ("paper", "wide")
@@ -31,23 +29,12 @@ SPACES = ("paper", "wide")
 
 def run(out: Path, space: str, seed: int, args) -> float:
     """Run (or resume) one search; its wall seconds, summed over the sessions that ran it."""
-    clock = out / "wall.json"
     if (out / "summary.md").is_file():
-        return json.loads(clock.read_text())["seconds"]
-    spent = json.loads(clock.read_text())["seconds"] if clock.is_file() else 0.0
-    command = [sys.executable, "tune/search.py", "--dataset", "conll", "--mode", "single", "--targets",
-               args.targets, "--preset", args.preset, "--space", space, "--seed", str(seed), "--num-samples",
-               str(args.num_samples), "--final-seeds", str(args.final_seeds), "--no-baseline", "--out", str(out)]
-    if (out / "run.json").is_file():
-        command = [sys.executable, "tune/search.py", "--dataset", "conll", "--mode", "single", "--out", str(out),
-                   "--resume"]
-    started = time.monotonic()
-    try:
-        subprocess.run(command, cwd=ROOT, check=True)
-    finally:
-        out.mkdir(parents=True, exist_ok=True)
-        clock.write_text(json.dumps({"seconds": spent + time.monotonic() - started}))
-    return spent + time.monotonic() - started
+        return json.loads((out / "wall.json").read_text())["seconds"]
+    return resumable_search(out, "conll", "single", [
+        "--targets", args.targets, "--preset", args.preset, "--space", space, "--seed", str(seed),
+        "--num-samples", str(args.num_samples), "--final-seeds", str(args.final_seeds), "--no-baseline"],
+        capture=False)  # (the live view shows)
 
 
 def record(out: Path, space: str, seed: int, args) -> dict:
