@@ -144,6 +144,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                 "encoder": {"name": config.encoder, "fingerprint": fingerprint(data.encoder_path)}}
     write_json(out / "config.json", run_info)
     elapsed_before, running = state["elapsed"], {}
+    setup_s = time.time() - started  # data, model, optimizer and any restore: what precedes the first step
     with TrainingDisplay(config, console, state["step"]) as display:
         while state["step"] < config.max_steps:
             # Algorithm 1: a labelled batch per source, an unlabelled target batch, the banks, one update.
@@ -160,7 +161,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                        **dev_metrics(model, data, config, device, banks), **bank_stats(banks, config.sources)}
             metrics["collapse"] = collapsed(metrics, config)
             running, state["elapsed"] = {}, elapsed_before + time.time() - started
-            metrics["elapsed_s"] = state["elapsed"]
+            metrics["elapsed_s"], metrics["setup_s"] = state["elapsed"], setup_s
             improved = record_best(state, metrics, config, model, ckpt_dir, run_info)
             state["history"].append(metrics)
             save_last(ckpt_dir, model, optimizer, banks, state, run_info)

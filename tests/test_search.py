@@ -7,8 +7,10 @@ for the whole session (the `smoke_search` fixture of conftest.py; tests/test_rep
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import sys
 import time
 from dataclasses import fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pyarrow as pa
@@ -102,6 +105,35 @@ def test_asha_counts_evaluations_and_waits_for_the_target_term():
     assert schedule(late, search_ranges("conll")) == (4, 3)  # on from step 200: first seen at step 300
     searched = search_ranges("conll", ["beta_start=0.1:0.8"])
     assert schedule(late, searched) == (4, 4)  # the latest start (step 320) counts
+
+
+def test_spent_checkpoints_are_emptied_and_an_empty_one_restarts_the_trial(tmp_path):
+    """A search keeps each trial's latest two checkpoints whole (a snapshot on Tune's clock may name the one
+    before the latest) and empties the older ones, which Tune can still be told to restore from: then the trial
+    starts again from step 0."""
+    from ray import tune
+
+    from tune.stages import KeepLatestCheckpoints
+    from tune.trainable import _restore
+
+    keep = KeepLatestCheckpoints()
+    checkpoints = []
+    for step in (50, 100, 150):
+        folder = tmp_path / "storage" / f"checkpoint_{step:06d}"
+        (folder / "last").mkdir(parents=True)
+        (folder / "last" / "model.safetensors").write_bytes(b"weights")
+        checkpoint = tune.Checkpoint.from_directory(str(folder))
+        checkpoint.set_metadata({"step": step, "cpu_s": 1.0, "starts": 1})
+        checkpoints.append(checkpoint)
+        keep.on_checkpoint(iteration=0, trials=[], trial=SimpleNamespace(trial_id="t1"), checkpoint=checkpoint)
+    first, second, third = (Path(c.path) for c in checkpoints)
+    assert first.is_dir() and not list(first.iterdir())  # emptied, not deleted
+    assert (second / "last" / "model.safetensors").is_file() and (third / "last" / "model.safetensors").is_file()
+    assert _restore(tmp_path / "a", checkpoints[2])["step"] == 150
+    assert (tmp_path / "a" / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert _restore(tmp_path / "b", checkpoints[0]) == {"cpu_s": 0.0, "step": 0, "starts": 2}
+    # what Tune pickles with its snapshot holds no checkpoints: a resumed search starts a new list
+    assert pickle.loads(pickle.dumps(keep))._held == {}
 
 
 def test_a_killed_search_leaves_no_optuna_trial_running():
@@ -340,6 +372,28 @@ def test_rays_files_stay_in_the_folder_and_spent_checkpoints_are_gone(searched):
     assert not list((out / "ray" / "work").glob("*/*"))  # the trials' working copies are gone
 
 
+
+def test_cpu_trials_reuse_their_actors_and_time_their_set_up_and_reports(searched):
+    out = searched
+    # The smoke search runs 2 one-CPU trials at a time: its 4 search trials and its 4 final runs each run in
+    # at most 2 processes (Tune's `pid`), not in a new actor apiece (search_overhead.py: the imports alone cost
+    # seconds a trial).
+    for stage in ("search-de", "final-de"):
+        results = tune_results(out / "ray" / "experiments", stage)
+        assert len(results) == 4
+        assert len({r["pid"] for rows in results.values() for r in rows}) <= 2, stage
+    history = pq.read_table(out / "history.parquet").to_pylist()
+    by_trial: dict[int, list[dict]] = {}
+    for h in sorted(history, key=lambda h: h["round"]):
+        by_trial.setdefault(h["optuna_trial"], []).append(h)
+    for rounds in by_trial.values():
+        # set-up (model, optimizer) happens once, before the first step, and within the trial's own clock
+        assert len({h["setup_s"] for h in rounds}) == 1 and 0 < rounds[0]["setup_s"] < rounds[0]["elapsed_s"]
+        # report_s: the seconds of the reports before this one (each copies a checkpoint folder, so > 0)
+        assert rounds[0]["report_s"] == 0
+        assert all(later["report_s"] > earlier["report_s"] for earlier, later in itertools.pairwise(rounds))
+
+
 @pytest.fixture(scope="module")
 def fifo_search(tmp_path_factory, data_dir) -> tuple[Path, subprocess.CompletedProcess]:
     """Random search without early stopping (the baseline of the search-efficiency benchmark), 3 trials, in
@@ -438,8 +492,8 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
     out = tmp_path / "run"
     cache = tmp_path / "cache"
     driver = subprocess.Popen(search_command(out, data_dir, "--final-seeds", "0"), cwd=ROOT,
-                              env=search_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+                              env=search_env(cache, TUNE_GLOBAL_CHECKPOINT_S="1"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 180
         while time.time() < deadline and driver.poll() is None:  # until the first trial has reported
@@ -447,7 +501,14 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
             if any(len(p.read_text().splitlines()) >= 2 for p in progress):
                 break
             time.sleep(0.2)
-        time.sleep(0.5)  # not inside Tune's rewrite of its snapshot right after a report (tests/test_reproducible.py)
+        # Tune snapshots the experiment on its own clock (not after every checkpoint; here every second,
+        # TUNE_GLOBAL_CHECKPOINT_S, since smoke trials end within Tune's default 10 s): the kill waits for a
+        # snapshot that names the reported checkpoint, so that the resume has one to go on from
+        reported, stage = time.time(), out / "ray" / "experiments" / "search-de"
+        while time.time() < deadline and driver.poll() is None and \
+                not any(p.stat().st_mtime > reported for p in stage.glob("experiment_state-*.json")):
+            time.sleep(0.2)
+        time.sleep(0.5)  # not inside Tune's rewrite of its snapshot (tests/test_reproducible.py)
         assert driver.poll() is None, "the search ended before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait()

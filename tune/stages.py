@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ray import tune
+from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler
 
 from tune.live import LiveView
@@ -129,6 +130,49 @@ def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> No
                 checkpoint.filesystem.delete_dir(target)
 
 
+class KeepLatestCheckpoints(Callback):
+    """A search trial's checkpoints in Tune's storage: all but its latest `keep` are emptied as new ones come.
+
+    In place of Tune's `CheckpointConfig(num_to_keep=N)`, which forces a snapshot of the whole experiment every N
+    checkpoints of a trial (so that a snapshot never names a checkpoint Tune deleted): a cost per checkpoint that
+    grows with the trials (benchmarks/search_scale.py: 0.10 driver CPU s a trial at 100 trials and 0.24 at 400,
+    against 0.044 and 0.050 without). Snapshots then come on Tune's clock (every 10 s or more), so one may name
+    the checkpoint before the latest: two are kept whole. A spent one is emptied, not deleted, since Tune refuses
+    to restore a trial from a folder that is gone; a trial restored from an empty one (a snapshot older than two
+    evaluations, which only evaluations seconds apart allow) starts again from its first step, which gives the
+    same results. What a stage's trials still hold when it ends, `free_disk` deletes.
+
+    A trial that raised is retried, and Tune then reads its result files back from the storage, which without
+    the forced snapshot may be older than the driver's copy (the rounds since the last snapshot would be lost):
+    the driver's copy goes up first."""
+
+    def __init__(self, keep: int = 2):
+        self.keep = keep
+        self._held: dict[str, list] = {}
+
+    def __getstate__(self):  # (Tune pickles callbacks with its snapshot; a resumed search starts a new list)
+        return {"keep": self.keep}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        held = self._held.setdefault(trial.trial_id, [])
+        held.append(checkpoint)
+        while len(held) > self.keep:
+            spent = held.pop(0)
+            spent.filesystem.delete_dir_contents(spent.path, missing_dir_ok=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._held.pop(trial.trial_id, None)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        import pyarrow.fs
+
+        pyarrow.fs.copy_files(trial.local_path, trial.storage.trial_fs_path,
+                              destination_filesystem=trial.storage.storage_filesystem)
+
+
 VARIANT_DIRS = {"both": "pram", "none": "no-apc"}
 
 
@@ -147,16 +191,24 @@ def _run_config(s, name: str, callbacks: list, checkpoint: tune.CheckpointConfig
                           checkpoint_config=checkpoint)
 
 
+def reuses_actors(resources: dict) -> bool:
+    """Whether a stage's trials run one after another in the same Ray actor: on CPUs, where a new actor per trial
+    costs a Python start and the imports of torch, transformers and Ray Tune (seconds: search_overhead.py); not on
+    a GPU, where a trial's exit is what frees its GPU memory for the next."""
+    return not resources.get("gpu")
+
+
 def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, study_name: str, resources: dict,
                  concurrency: int, rounds: int, grace: int, resume: bool, trial=run_trial,
-                 reuse_actors: bool = False):
+                 reuse_actors: bool | None = None):
     """Optuna TPE (or another of its samplers) proposes, ASHA stops the weak early (or HyperBand does, or FIFO
     trains every trial to the end); one trial reports once per evaluation.
 
     storage_file: the Optuna studies' file (optuna.db or optuna.journal, pram.results.OPTUNA_FILES).
 
     trial: the function each trial runs (`run_trial`; benchmarks/search_scale.py gives one that sleeps).
-    reuse_actors: False, so that every trial is a new process whose exit frees its GPU memory."""
+    reuse_actors: None, `reuses_actors(resources)`; the simulation of a GPU cluster on this machine's CPUs
+    (search_scale.py) reuses them, since a cluster starts its actors on the worker nodes, not the driver's."""
     from pram.results import open_optuna_storage
 
     name = f"search-{target}"
@@ -188,15 +240,16 @@ def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, s
                                    history=StudyHistory(str(storage_file), study_name), reduction_factor=2)
         params = [p for p in SEARCHED if p in ranges]
         view = LiveView(f"search {target} ({study_name})", s.num_samples, rounds, s.metric, params)
-        # Keep the best checkpoint by the objective and the latest (Tune always keeps the latest).
-        checkpoint = tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric,
-                                           checkpoint_score_order="max")
+        # Tune keeps every checkpoint and snapshots on its own clock; KeepLatestCheckpoints deletes the spent
+        # ones. (Each checkpoint holds pram's best-* weights so far: the latest is also the best.)
+        checkpoint = tune.CheckpointConfig(num_to_keep=None)
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric=s.metric, mode="max", search_alg=searcher, scheduler=scheduler,
-                                        num_samples=s.num_samples, reuse_actors=reuse_actors,
+                                        num_samples=s.num_samples,
+                                        reuse_actors=reuses_actors(resources) if reuse_actors is None else reuse_actors,
                                         trial_dirname_creator=trial_dirname),
-            run_config=_run_config(s, name, [MarkPruned(rounds), view], checkpoint))
+            run_config=_run_config(s, name, [MarkPruned(rounds), view, KeepLatestCheckpoints()], checkpoint))
 
     return _fit(s, name, trainable, make_tuner, resume)
 
@@ -218,7 +271,8 @@ def final_stage(s, target: str, base, data, config: dict, resources: dict, concu
         space = {**config, "apc": tune.grid_search(variants), "seed": tune.grid_search(seeds)}
         return tune.Tuner(
             trainable, param_space=space,
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=False,
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency,
+                                        reuse_actors=reuses_actors(resources),
                                         trial_dirname_creator=trial_dirname),
             run_config=_run_config(s, name, [view], tune.CheckpointConfig(num_to_keep=1)))
 

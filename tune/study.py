@@ -90,7 +90,8 @@ class StudySearch(OptunaSearch):
                 logger.info("re-running Optuna trial %d, left RUNNING by a killed search", orphan.number)
                 self._ot_trials[trial_id] = orphan
         if trial_id not in self._ot_trials and self._sampler_for is not None:
-            self._ot_study.sampler = self._sampler_for(len(self._ot_study.trials))  # the number ask() gives
+            # (the number ask() gives; get_trials without copies: `study.trials` deep-copies them all)
+            self._ot_study.sampler = self._sampler_for(len(self._ot_study.get_trials(deepcopy=False)))
         params = super().suggest(trial_id)
         self._live.add(trial_id)
         return {**params, "optuna_trial": self._ot_trials[trial_id].number}

@@ -44,14 +44,18 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
     started_cpu = time.process_time()
     fail_at = _fault_step(config)
     where = _placement()
+    reporting = {"report_s": 0.0}  # this attempt's seconds inside tune.report, the checkpoint's copy included
 
     def report(metrics: dict, last_checkpoint_dir: Path) -> None:
         # The whole checkpoints/ folder: pram's final test scores need best-* too after a resume elsewhere.
         checkpoint = tune.Checkpoint.from_directory(str(Path(last_checkpoint_dir).parent))
         cpu_s = meta["cpu_s"] + time.process_time() - started_cpu
         checkpoint.set_metadata({"cpu_s": cpu_s, "step": metrics["step"], "starts": meta["starts"]})
-        tune.report({**_scalars(metrics), "cpu_s": cpu_s, "starts": meta["starts"], **where},
+        began = time.perf_counter()
+        # (report_s holds the reports before this one: a report cannot time itself)
+        tune.report({**_scalars(metrics), "cpu_s": cpu_s, "starts": meta["starts"], **reporting, **where},
                     checkpoint=checkpoint)
+        reporting["report_s"] += time.perf_counter() - began
         if fail_at and metrics["step"] == fail_at and meta["step"] < fail_at:
             raise InjectedFault(f"{FAIL_AT_STEP}={fail_at}: injected fault after step {fail_at}")
 
@@ -65,9 +69,12 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
         _release_gpu_memory()
 
 
-def _restore(out_dir: Path) -> dict:
-    """Copy Tune's latest checkpoint (if any) into out_dir/checkpoints; return what it says about the past."""
-    checkpoint = tune.get_checkpoint()
+def _restore(out_dir: Path, checkpoint: tune.Checkpoint | None = None) -> dict:
+    """Copy Tune's latest checkpoint (if any) into out_dir/checkpoints; return what it says about the past.
+
+    An empty checkpoint (a search's snapshot can name one that KeepLatestCheckpoints has since emptied) says
+    nothing: the trial starts again from its first step, which gives the same results."""
+    checkpoint = checkpoint or tune.get_checkpoint()
     if checkpoint is None:
         return {"cpu_s": 0.0, "step": 0, "starts": 1}
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
