@@ -1,21 +1,26 @@
-"""Search overhead: a search of 8 short trials against the same 8 trials one after another in a plain loop,
-and the speed-up of 2 concurrent one-thread trials over one.
+"""Search overhead: a search of short trials against the same trials one after another in a plain loop, the
+speed-up of 2 concurrent one-thread trials over one, and where the search's extra time goes.
 
-    python benchmarks/search_overhead.py [--trials 8]
+    python benchmarks/search_overhead.py [--trials 8] [--steps 30]     (--steps 150: the laptop trial length)
 
-Three arms, each timed as a whole command (imports, data, Ray's start and stop included), on short real trials
-(the laptop encoder, 400 English and German sentences, 30 steps of 8 sentences, an evaluation every 10 steps):
-1. `tune/search.py` with one trial at a time and one CPU (one torch thread) per trial;
+Three arms, each timed as a whole command (imports, data, Ray's start and stop included), on real trials (the
+laptop encoder, 400 English and German sentences, batches of 8, an evaluation every steps/3 steps):
+1. `tune/search.py` with one trial at a time and one CPU (one torch thread) per trial, its driver under cProfile;
 2. a plain Python loop that builds the same configurations (read back from arm 1's trials.parquet) and calls
    `pram.train.train` on each, stopping each where ASHA stopped it, one torch thread;
 3. `tune/search.py` with two one-thread trials at a time.
-Overhead is arm 1 over arm 2; the concurrency speed-up is arm 3's training steps per second over arm 1's.
+Overhead is arm 1 over arm 2; the concurrency speed-up is arm 3's training steps per second over arm 2's. The
+breakdown splits arm 1's wall time by what each trial reported (its set-up before the first step, its training and
+evaluation, the time inside `tune.report` with the checkpoint's copy) and by the driver's profile (Ray's start
+and stop, the data, Optuna's study, Tune's experiment snapshots); a fresh process importing the trainable is
+what each new trial actor would pay.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import pstats
 import sys
 import tempfile
 from pathlib import Path
@@ -23,16 +28,31 @@ from pathlib import Path
 from common import table, timed, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
-SHORT = ["--dataset", "conll", "--mode", "single", "--targets", "de", "--preset", "laptop", "--final-seeds", "0",
-         "--max-steps", "30", "--eval-every", "10", "--batch-size", "8", "--train-sentences", "400",
-         "--eval-sentences", "100", "--cpus-per-trial", "1", "--seed", "0"]
+
+
+def short(steps: int) -> list[str]:
+    """The search flags of every arm: trials of `steps` steps, evaluated 3 times."""
+    return ["--dataset", "conll", "--mode", "single", "--targets", "de", "--preset", "laptop", "--final-seeds", "0",
+            "--max-steps", str(steps), "--eval-every", str(steps // 3), "--batch-size", "8",
+            "--train-sentences", "400", "--eval-sentences", "100", "--cpus-per-trial", "1", "--seed", "0"]
+
+
+# What the driver's profile is split into: (label, file suffix, function names); cumulative seconds of each.
+DRIVER_PARTS = [
+    ("Ray's start", "ray/_private/worker.py", ("init",)),
+    ("Ray's stop", "ray/_private/worker.py", ("shutdown",)),
+    ("data: read, tokenise (once)", "pram/inputs.py", ("prepare_data",)),
+    ("Optuna: ask, report, tell (SQLite)", "tune/study.py", ("suggest", "on_trial_result", "on_trial_complete")),
+    ("Tune's experiment snapshots", "ray/tune/execution/experiment_state.py", ("sync_up_experiment_state",)),
+    ("result tables and dashboard", "tune/run.py", ("write_results", "write_report")),
+]
 
 
 class Stop(Exception):
     """ASHA's stop, replayed."""
 
 
-def plain_loop(search_out: str) -> None:
+def plain_loop(search_out: str, steps: int) -> None:
     """Arm 2: the trials of a finished search, one after another, without Ray."""
     import dataclasses
 
@@ -46,7 +66,7 @@ def plain_loop(search_out: str) -> None:
     from tune.space import SEARCHABLE
 
     quiet_libraries()
-    settings = settings_from_args(build_parser().parse_args([*SHORT, "--out", search_out, "--resume"]))
+    settings = settings_from_args(build_parser().parse_args([*short(steps), "--out", search_out, "--resume"]))
     base = dataclasses.replace(base_config(settings, "de"), quiet=True, threads=1)
     data = prepare_data(base)
     trials = pd.read_parquet(Path(search_out) / "trials.parquet")
@@ -70,37 +90,88 @@ def steps_of(out: str) -> int:
     return int(pd.read_parquet(Path(out) / "trials.parquet")["stopped_step"].sum())
 
 
+def trial_parts(out: str) -> dict[str, float]:
+    """Seconds per trial, from what arm 1's trials reported: set-up before the first step, training and
+    evaluation, and the time inside `tune.report` (a report cannot time itself: each result holds the reports
+    before it, so the last one is counted at the mean of the others); and Tune's time in the trial function."""
+    import pandas as pd
+
+    last = pd.read_parquet(Path(out) / "trials.parquet")
+    n = len(last)
+    rounds = last["stopped_round"].astype(float)
+    per_report = (last["report_s"] / (rounds - 1)).where(rounds > 1).mean()
+    return {"set-up in the trial (model, optimizer)": last["setup_s"].sum() / n,
+            "training and evaluation": (last["elapsed_s"] - last["setup_s"]).sum() / n,
+            "tune.report with the checkpoint's copy": (last["report_s"].sum() + per_report * n) / n,
+            "function": last["time_total_s"].sum() / n, "reports": rounds.mean(), "per_report": per_report}
+
+
+def driver_parts(profile: Path) -> dict[str, float]:
+    """Cumulative seconds of the driver's profile in each of DRIVER_PARTS."""
+    stats = pstats.Stats(str(profile)).stats
+    parts = {}
+    for label, suffix, names in DRIVER_PARTS:
+        parts[label] = sum(entry[3] for (file, _, name), entry in stats.items()
+                           if file.endswith(suffix) and name in names)
+    return parts
+
+
+def import_seconds() -> float:
+    """What a new trial actor pays before it runs: a fresh Python importing the trainable (torch, transformers,
+    Ray Tune, pram)."""
+    return timed([sys.executable, "-c", "import tune.trainable"], ROOT)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=30, help="steps of a trial, a multiple of 3 (default: 30)")
     parser.add_argument("--loop", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps % 3:
+        parser.error("--steps: a multiple of 3 (each trial evaluates 3 times)")
     if args.loop:
-        plain_loop(args.loop)
+        plain_loop(args.loop, args.steps)
         return
-    search = [sys.executable, str(ROOT / "tune" / "search.py"), *SHORT, "--num-samples", str(args.trials)]
+    search = [str(ROOT / "tune" / "search.py"), *short(args.steps), "--num-samples", str(args.trials)]
     with tempfile.TemporaryDirectory() as tmp:
-        one_at_a_time, two_at_a_time = f"{tmp}/c1", f"{tmp}/c2"
-        wall = {"search1": timed([*search, "--max-concurrent", "1", "--out", one_at_a_time], ROOT)}
+        one_at_a_time, two_at_a_time, profile = f"{tmp}/c1", f"{tmp}/c2", Path(tmp) / "driver.prof"
+        wall = {"search1": timed([sys.executable, "-m", "cProfile", "-o", str(profile), *search,
+                                  "--max-concurrent", "1", "--out", one_at_a_time], ROOT)}
         print("search, 1 at a time:", wall["search1"], flush=True)
-        wall["loop"] = timed([sys.executable, __file__, "--loop", one_at_a_time], ROOT)
+        wall["loop"] = timed([sys.executable, __file__, "--loop", one_at_a_time, "--steps", str(args.steps)], ROOT)
         print("plain loop:", wall["loop"], flush=True)
-        wall["search2"] = timed([*search, "--max-concurrent", "2", "--out", two_at_a_time], ROOT)
+        wall["search2"] = timed([sys.executable, *search, "--max-concurrent", "2", "--out", two_at_a_time], ROOT)
         print("search, 2 at a time:", wall["search2"], flush=True)
         steps = {"search1": steps_of(one_at_a_time), "loop": steps_of(one_at_a_time),
                  "search2": steps_of(two_at_a_time)}
+        inside, driver = trial_parts(one_at_a_time), driver_parts(profile)
+    imports = import_seconds()
     names = {"search1": "`tune/search.py`, 1 trial at a time", "loop": "plain loop over the same trials",
              "search2": "`tune/search.py`, 2 one-thread trials at a time"}
     rows = [[names[k], f"{wall[k]:.0f}", steps[k], f"{steps[k] / wall[k]:.2f}"] for k in ("loop", "search1", "search2")]
     body = table(["arm", "wall s", "training steps (after ASHA)", "steps/s"], rows)
     overhead = wall["search1"] / wall["loop"]
-    speedup = (steps["search2"] / wall["search2"]) / (steps["search1"] / wall["search1"])
-    body += (f"\n\n{args.trials} trials of at most 30 steps. The search takes **{overhead:.2f}x** the plain loop's "
-             f"wall time for the same trials (Ray's start, the driver's data handed to the trials, a checkpoint per "
-             f"evaluation, Optuna's SQLite study). Two one-thread trials at a time train **{speedup:.2f}x** as many "
-             f"steps per second as one. Short trials make the fixed costs weigh most; a laptop trial of 150 steps "
-             f"runs minutes, against Ray's start of seconds.")
-    write_section("search-overhead", "Search overhead and concurrency", body, 1)
+    speedup = (steps["search2"] / wall["search2"]) / (steps["loop"] / wall["loop"])
+    n = args.trials
+    outside = wall["search1"] / n - inside["function"]
+    parts = [[label, f"{inside[label]:.2f}", f"{100 * inside[label] * n / wall['search1']:.1f}%"]
+             for label in ("training and evaluation", "set-up in the trial (model, optimizer)",
+                           "tune.report with the checkpoint's copy")]
+    parts.append(["outside the trial function (the rest of the search's wall time)", f"{outside:.2f}",
+                  f"{100 * outside * n / wall['search1']:.1f}%"])
+    parts += [[f"- of which in the driver: {label}", f"{seconds / n:.2f}", f"{100 * seconds / wall['search1']:.1f}%"]
+              for label, seconds in driver.items()]
+    body += "\n\n" + table(["where arm 1's time goes", "s per trial", "share of its wall"], parts)
+    body += (f"\n\n{n} trials of at most {args.steps} steps, {inside['reports']:.1f} reports each on average. The "
+             f"search one trial at a time takes **{overhead:.2f}x** the plain loop's wall time for the same trials; "
+             f"two one-thread trials at a time train **{speedup:.2f}x** the plain loop's steps per second. Each report "
+             f"(the checkpoint folder copied into Tune's storage, the result handed to the driver) takes "
+             f"{inside['per_report']:.2f} s. A fresh Python importing the trainable takes {imports:.1f} s: what each "
+             f"trial would pay if it started a new actor (trials that ask for no GPU reuse their actor). Arm 1's "
+             f"driver ran under cProfile, which the wall time includes.")
+    write_section(f"search-overhead-{args.steps}" if args.steps != 30 else "search-overhead",
+                  f"Search overhead and concurrency, trials of {args.steps} steps", body, 1)
 
 
 if __name__ == "__main__":
