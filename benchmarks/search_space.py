@@ -69,6 +69,12 @@ def record(out: Path, space: str, seed: int, args) -> dict:
     return found
 
 
+def chosen(search: dict) -> str:
+    """The settings of a search's best complete trial, briefly."""
+    best = max(search["complete"], key=lambda t: t["value"])["params"]
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items())
+
+
 def importances(searches: list[dict]) -> tuple[dict[str, float], int]:
     """fANOVA over the complete trials of a space's searches (one space: the same distributions)."""
     import optuna
@@ -116,6 +122,13 @@ def report(args, seeds: list[int], searches: dict[tuple[str, int], dict]) -> Non
                     f"{statistics.fmean(s['wall_s'] for s in done) / 60:.1f} |")
         notes.append(f"- `{space}`: fANOVA importance over {n} complete trials of its {len(seeds)} searches: "
                      f"{ranked or '-'}")
+    per_seed = []
+    for seed in seeds:
+        paper, wide = searches["paper", seed], searches["wide", seed]
+        gap = statistics.fmean(wide["test_f1"]) - statistics.fmean(paper["test_f1"])
+        per_seed.append(f"| {seed} | {paper['best_dev_f1']:.2f} | {statistics.fmean(paper['test_f1']):.2f} | "
+                        f"{wide['best_dev_f1']:.2f} | {statistics.fmean(wide['test_f1']):.2f} | {gap:+.2f} | "
+                        f"{chosen(wide)} |")
     command = "python benchmarks/search_space.py " + " ".join(sys.argv[1:])
     text = "\n".join([
         "# Which search space: `paper` against `wide` (issue 22)", "",
@@ -124,7 +137,11 @@ def report(args, seeds: list[int], searches: dict[tuple[str, int], dict]) -> Non
         " --no-baseline --space SPACE --seed SEED`; the same trials, steps and final seeds for both spaces.", "",
         f"| space | search seeds | best {targets[0]} dev F1 (mean ± sd) | test F1 of the chosen setting "
         "(whole test set; mean ± sd over searches, each the mean of its final seeds) | wall minutes per search |",
-        "|---|---|---|---|---|", *rows, "", *notes, ""])
+        "|---|---|---|---|---|", *rows, "",
+        "Per search seed:", "",
+        f"| search seed | `paper` best {targets[0]} dev F1 | `paper` test F1 | `wide` best dev F1 | `wide` test F1 | "
+        "wide - paper, test | the setting `wide` chose |", "|---|---|---|---|---|---|---|", *per_seed, "",
+        *notes, ""])
     from pram.files import write_atomically
 
     results = Path(args.results)
