@@ -240,7 +240,7 @@ def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, s
                                    history=StudyHistory(str(storage_file), study_name), reduction_factor=2)
         params = [p for p in SEARCHED if p in ranges]
         view = LiveView(f"search {target} ({study_name})", s.num_samples, rounds, s.metric, params)
-        # Tune keeps every checkpoint and snapshots on its own clock; KeepLatestCheckpoints deletes the spent
+        # Tune keeps every checkpoint and snapshots on its own clock; KeepLatestCheckpoints empties the spent
         # ones. (Each checkpoint holds pram's best-* weights so far: the latest is also the best.)
         checkpoint = tune.CheckpointConfig(num_to_keep=None)
         return tune.Tuner(
