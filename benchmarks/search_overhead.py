@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import pstats
 import sys
 import tempfile
@@ -57,6 +58,7 @@ def plain_loop(search_out: str, steps: int) -> None:
     import dataclasses
 
     import pandas as pd
+    import yaml
 
     from pram.inputs import prepare_data
     from pram.logs import quiet_libraries
@@ -70,10 +72,13 @@ def plain_loop(search_out: str, steps: int) -> None:
     base = dataclasses.replace(base_config(settings, "de"), quiet=True, threads=1)
     data = prepare_data(base)
     trials = pd.read_parquet(Path(search_out) / "trials.parquet")
+    # the settings the search's space drew (trials.parquet also holds every other setting, at its default)
+    searched = [k for k in yaml.safe_load((Path(search_out) / "space.yaml").read_text()) if k in SEARCHABLE]
     with tempfile.TemporaryDirectory() as work:
         for i, trial in enumerate(trials.itertuples()):
-            params = {k: getattr(trial, k) for k in SEARCHABLE if hasattr(trial, k)}
-            params["gamma"] = None if pd.isna(params.get("gamma")) else params.get("gamma")
+            params = {k: getattr(trial, k) for k in searched}
+            if "gamma" in params:  # (None, no down-sampling, is NaN in Parquet)
+                params["gamma"] = None if pd.isna(params["gamma"]) else params["gamma"]
             config = dataclasses.replace(base, **params, out_dir=f"{work}/{i}")
 
             def report(metrics, _checkpoint, stop=int(trial.stopped_step), pruned=trial.status == "PRUNED"):
@@ -152,10 +157,13 @@ def main() -> None:
     rows = [[names[k], f"{wall[k]:.0f}", steps[k], f"{steps[k] / wall[k]:.2f}"] for k in ("loop", "search1", "search2")]
     body = table(["arm", "wall s", "training steps (after ASHA)", "steps/s"], rows)
     overhead = wall["search1"] / wall["loop"]
+    per_report = ("- (no trial reported twice: ASHA stopped each at its first evaluation)"
+                  if math.isnan(inside["per_report"]) else f"{inside['per_report']:.2f} s")
     speedup = (steps["search2"] / wall["search2"]) / (steps["loop"] / wall["loop"])
     n = args.trials
     outside = wall["search1"] / n - inside["function"]
-    parts = [[label, f"{inside[label]:.2f}", f"{100 * inside[label] * n / wall['search1']:.1f}%"]
+    parts = [[label, "-", "-"] if math.isnan(inside[label]) else  # (no trial reported twice)
+             [label, f"{inside[label]:.2f}", f"{100 * inside[label] * n / wall['search1']:.1f}%"]
              for label in ("training and evaluation", "set-up in the trial (model, optimizer)",
                            "tune.report with the checkpoint's copy")]
     parts.append(["outside the trial function (the rest of the search's wall time)", f"{outside:.2f}",
@@ -166,10 +174,10 @@ def main() -> None:
     body += (f"\n\n{n} trials of at most {args.steps} steps, {inside['reports']:.1f} reports each on average. The "
              f"search one trial at a time takes **{overhead:.2f}x** the plain loop's wall time for the same trials; "
              f"two one-thread trials at a time train **{speedup:.2f}x** the plain loop's steps per second. Each report "
-             f"(the checkpoint folder copied into Tune's storage, the result handed to the driver) takes "
-             f"{inside['per_report']:.2f} s. A fresh Python importing the trainable takes {imports:.1f} s: what each "
-             f"trial would pay if it started a new actor (trials that ask for no GPU reuse their actor). Arm 1's "
-             f"driver ran under cProfile, which the wall time includes.")
+             f"(the checkpoint folder copied into Tune's storage, the result handed to the driver) takes {per_report}. "
+             f"A fresh Python importing the trainable takes {imports:.1f} s: what each trial would pay if it started "
+             f"a new actor (trials that ask for no GPU reuse their actor). Arm 1's driver ran under cProfile, which "
+             f"the wall time includes.")
     write_section(f"search-overhead-{args.steps}" if args.steps != 30 else "search-overhead",
                   f"Search overhead and concurrency, trials of {args.steps} steps", body, 1)
 
