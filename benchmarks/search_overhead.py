@@ -86,7 +86,7 @@ def plain_loop(search_out: str, steps: int) -> None:
                     raise Stop
 
             with contextlib.suppress(Stop):
-                train(config, data, report=report)
+                train(config, data, report=report, score_test=False)  # as a search trial: no test sets
 
 
 def steps_of(out: str) -> int:
