@@ -58,12 +58,11 @@ def plain_loop(search_out: str, steps: int) -> None:
     import dataclasses
 
     import pandas as pd
-    import yaml
 
     from pram.inputs import prepare_data
     from pram.logs import quiet_libraries
     from pram.train import train
-    from tune.run import base_config
+    from tune.run import base_config, search_space
     from tune.search import build_parser, settings_from_args
     from tune.space import SEARCHABLE
 
@@ -73,7 +72,7 @@ def plain_loop(search_out: str, steps: int) -> None:
     data = prepare_data(base)
     trials = pd.read_parquet(Path(search_out) / "trials.parquet")
     # the settings the search's space drew (trials.parquet also holds every other setting, at its default)
-    searched = [k for k in yaml.safe_load((Path(search_out) / "space.yaml").read_text()) if k in SEARCHABLE]
+    searched = [k for k in search_space(settings)[0] if k in SEARCHABLE]
     with tempfile.TemporaryDirectory() as work:
         for i, trial in enumerate(trials.itertuples()):
             params = {k: getattr(trial, k) for k in searched}
