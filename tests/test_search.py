@@ -107,28 +107,41 @@ def test_asha_counts_evaluations_and_waits_for_the_target_term():
     assert schedule(late, searched) == (4, 4)  # the latest start (step 320) counts
 
 
-def test_spent_checkpoints_are_emptied_and_an_empty_one_restarts_the_trial(tmp_path):
-    """A search keeps each trial's latest two checkpoints whole (a snapshot on Tune's clock may name the one
-    before the latest) and empties the older ones, which Tune can still be told to restore from: then the trial
-    starts again from step 0."""
+def test_spent_checkpoints_are_emptied_but_not_while_a_snapshot_names_them(tmp_path):
+    """A search empties a trial's checkpoint once it is neither the trial's latest nor named by one of Tune's last
+    two snapshots (a resumed search restores each trial from what its snapshot names, with that round count).
+    Tune can still be told to restore from an emptied one: then the trial starts again from step 0."""
     from ray import tune
 
     from tune.stages import KeepLatestCheckpoints
     from tune.trainable import _restore
 
     keep = KeepLatestCheckpoints()
+    trial = SimpleNamespace(trial_id="t1")
     checkpoints = []
-    for step in (50, 100, 150):
+
+    def save(step: int) -> Path:
         folder = tmp_path / "storage" / f"checkpoint_{step:06d}"
         (folder / "last").mkdir(parents=True)
         (folder / "last" / "model.safetensors").write_bytes(b"weights")
         checkpoint = tune.Checkpoint.from_directory(str(folder))
         checkpoint.set_metadata({"step": step, "cpu_s": 1.0, "starts": 1})
         checkpoints.append(checkpoint)
-        keep.on_checkpoint(iteration=0, trials=[], trial=SimpleNamespace(trial_id="t1"), checkpoint=checkpoint)
-    first, second, third = (Path(c.path) for c in checkpoints)
-    assert first.is_dir() and not list(first.iterdir())  # emptied, not deleted
-    assert (second / "last" / "model.safetensors").is_file() and (third / "last" / "model.safetensors").is_file()
+        keep.on_checkpoint(iteration=0, trials=[], trial=trial, checkpoint=checkpoint)
+        return folder
+
+    def whole(folder: Path) -> bool:
+        return (folder / "last" / "model.safetensors").is_file()
+
+    first = save(50)
+    keep.get_state()  # snapshot 1 names step 50
+    second, third = save(100), save(150)
+    assert whole(first) and whole(third)
+    assert second.is_dir() and not list(second.iterdir())  # emptied, not deleted
+    keep.get_state()  # snapshot 2 names step 150; snapshot 1 is still one of the last two
+    assert whole(first)
+    keep.get_state()  # snapshot 3 names step 150 too
+    assert not list(first.iterdir()) and whole(third)
     assert _restore(tmp_path / "a", checkpoints[2])["step"] == 150
     assert (tmp_path / "a" / "checkpoints" / "last" / "model.safetensors").is_file()
     assert _restore(tmp_path / "b", checkpoints[0]) == {"cpu_s": 0.0, "step": 0, "starts": 2}

@@ -131,37 +131,52 @@ def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> No
 
 
 class KeepLatestCheckpoints(Callback):
-    """A search trial's checkpoints in Tune's storage: all but its latest `keep` are emptied as new ones come.
+    """A search trial's checkpoints in Tune's storage: each is emptied once it is neither the trial's latest nor
+    named by one of Tune's last two snapshots of the experiment.
 
     In place of Tune's `CheckpointConfig(num_to_keep=N)`, which forces a snapshot of the whole experiment every N
     checkpoints of a trial (so that a snapshot never names a checkpoint Tune deleted): a cost per checkpoint that
     grows with the trials (benchmarks/search_scale.py: 0.10 driver CPU s a trial at 100 trials and 0.24 at 400,
-    against 0.044 and 0.050 without). Snapshots then come on Tune's clock (every 10 s or more), so one may name
-    the checkpoint before the latest: two are kept whole. A spent one is emptied, not deleted, since Tune refuses
-    to restore a trial from a folder that is gone; a trial restored from an empty one (a snapshot older than two
-    evaluations, which only evaluations seconds apart allow) starts again from its first step, which gives the
-    same results. What a stage's trials still hold when it ends, `free_disk` deletes.
+    against 0.044 and 0.050 without). Snapshots then come on Tune's clock (every 10 s or more), and a resumed
+    search restores each trial from the checkpoint its snapshot names, with the round count of that checkpoint:
+    so what the snapshot names stays whole until a later snapshot names a later one. Tune asks its callbacks for
+    their state (`get_state`) as it writes each snapshot, which tells this one when and what. The last two
+    snapshots are kept, since a kill can cut the latest one's copy to the storage short. A spent checkpoint is
+    emptied, not deleted, since Tune refuses to restore a trial from a folder that is gone. What a stage's trials
+    still hold when it ends, `free_disk` deletes.
 
     A trial that raised is retried, and Tune then reads its result files back from the storage, which without
     the forced snapshot may be older than the driver's copy (the rounds since the last snapshot would be lost):
     the driver's copy goes up first."""
 
-    def __init__(self, keep: int = 2):
-        self.keep = keep
-        self._held: dict[str, list] = {}
+    def __init__(self, snapshots: int = 2):
+        self.snapshots = snapshots
+        self._held: dict[str, list] = {}  # per trial, its checkpoints not yet emptied, oldest first
+        self._named: list[set[str]] = []  # per snapshot, oldest first: the checkpoints it names
 
     def __getstate__(self):  # (Tune pickles callbacks with its snapshot; a resumed search starts a new list)
-        return {"keep": self.keep}
+        return {"snapshots": self.snapshots}
 
     def __setstate__(self, state):
         self.__init__(**state)
 
+    def get_state(self) -> None:
+        """Called as Tune writes a snapshot, which names each trial's latest checkpoint; nothing to save."""
+        self._named = [*self._named, {held[-1].path for held in self._held.values() if held}][-self.snapshots:]
+        for held in self._held.values():
+            self._empty_spent(held)
+        return None
+
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         held = self._held.setdefault(trial.trial_id, [])
         held.append(checkpoint)
-        while len(held) > self.keep:
-            spent = held.pop(0)
+        self._empty_spent(held)
+
+    def _empty_spent(self, held: list) -> None:
+        named = set().union(*self._named)
+        for spent in [c for c in held[:-1] if c.path not in named]:
             spent.filesystem.delete_dir_contents(spent.path, missing_dir_ok=True)
+            held.remove(spent)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._held.pop(trial.trial_id, None)

@@ -72,8 +72,9 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
 def _restore(out_dir: Path, checkpoint: tune.Checkpoint | None = None) -> dict:
     """Copy Tune's latest checkpoint (if any) into out_dir/checkpoints; return what it says about the past.
 
-    An empty checkpoint (a search's snapshot can name one that KeepLatestCheckpoints has since emptied) says
-    nothing: the trial starts again from its first step, which gives the same results."""
+    An empty checkpoint (KeepLatestCheckpoints empties the spent ones, and keeps whole what Tune's last two
+    snapshots name, so only an older snapshot leads here) says nothing: the trial starts again from its first
+    step, and Tune's round count runs ahead of it."""
     checkpoint = checkpoint or tune.get_checkpoint()
     if checkpoint is None:
         return {"cpu_s": 0.0, "step": 0, "starts": 1}
