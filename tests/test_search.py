@@ -256,6 +256,10 @@ def test_the_smoke_search_exits_0_and_names_its_dashboards(smoke_search):
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"optuna-dashboard sqlite:///{out / 'optuna.db'} --host 127.0.0.1" in run.stderr
     assert "tensorboard --logdir" in run.stderr
+    # its last line says how long the driver took, which the fixture timed from outside
+    [wall] = re.findall(r"wall time of the search: (\d+):(\d\d):(\d\d) \(h:mm:ss", run.stderr)
+    hours, minutes, seconds = map(int, wall)
+    assert 0.8 * smoke_search.seconds - 1 <= 3600 * hours + 60 * minutes + seconds <= smoke_search.seconds
 
 
 @pytest.mark.slow

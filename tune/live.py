@@ -23,7 +23,7 @@ STATE_STYLE = {"RUNNING": "cyan", "TERMINATED": "green", "PRUNED": "yellow", "ER
 FINISHED = ("TERMINATED", "PRUNED", "ERROR")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -141,7 +141,7 @@ class LiveView(Callback):
             return "0:00:00"
         if done <= 0:
             return "?"
-        return "at most " + _duration(left * (time.time() - self._started) / done)
+        return "at most " + duration(left * (time.time() - self._started) / done)
 
     def __rich__(self):
         rows = self._rows
@@ -162,7 +162,7 @@ class LiveView(Callback):
         finished = sum(r["state"] in FINISHED for r in rows)
         header = Text.from_markup(
             f"[bold]{self.title}[/bold]  {finished}/{self.num_trials} done  best {self.metric}: {best}  "
-            f"elapsed {_duration(time.time() - self._started)}  left {self._time_left(rows)}")
+            f"elapsed {duration(time.time() - self._started)}  left {self._time_left(rows)}")
         return Group(header, table)
 
 

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections import Counter
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -78,7 +79,9 @@ def trial_resources(s, cluster: dict) -> tuple[dict, int, int]:
     return resources, s.max_concurrent or max(1, fit), fit
 
 
-def run_search(s, resume: bool) -> int:
+def run_search(s, resume: bool, started: float | None = None) -> int:
+    """started: time.monotonic() when the driver started (its wall time is printed at the end); None: now."""
+    started = time.monotonic() if started is None else started
     out = Path(s.out)
     ranges, space_text = search_space(s)
     bases = {target: base_config(s, target) for target in s.targets}  # bad input fails before Ray starts
@@ -91,7 +94,7 @@ def run_search(s, resume: bool) -> int:
     progress = {"trials": False}
     with only_search(out):  # a second search on this folder is refused here, and removes nothing
         try:
-            return _search(s, out, ranges, bases, resume, progress, space_text)
+            return _search(s, out, ranges, bases, resume, progress, space_text, started)
         except UserError:
             if created and not progress["trials"]:
                 shutil.rmtree(created, ignore_errors=True)  # a search that never started a trial leaves no folder
@@ -110,7 +113,8 @@ def search_space(s) -> tuple[dict, str]:
     return search_ranges(s.dataset, s.ranges, path), text
 
 
-def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dict, space_text: str) -> int:
+def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dict, space_text: str,
+            started: float) -> int:
     if not s.address:
         local_auth_token(out)
     if not resume:
@@ -153,7 +157,7 @@ def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dic
     exports = export_best(s, out, finals, console)
     write_results(s, out, records, best, finals, bases, exports)
     write_report(out, console)
-    print_end(s, out, best, console)
+    print_end(s, out, best, console, time.monotonic() - started, resume)
     return 0
 
 
@@ -316,8 +320,8 @@ def write_results(s, out: Path, records, best, finals, bases, exports: dict | No
     write_atomically(out / SUMMARY, results.summary_markdown(run, best, final, counts, exports))
 
 
-def print_end(s, out: Path, best: dict, console: Console) -> None:
-    from tune.live import summary_table
+def print_end(s, out: Path, best: dict, console: Console, wall_s: float, resumed: bool = False) -> None:
+    from tune.live import duration, summary_table
 
     final = pq.read_table(out / "final.parquet").to_pylist()
     counts = Counter((r["target"], r["status"]) for r in pq.read_table(out / "trials.parquet").to_pylist())
@@ -334,3 +338,6 @@ def print_end(s, out: Path, best: dict, console: Console) -> None:
                   "trials.parquet history.parquet final.parquet", soft_wrap=True)
     console.print(f"dashboards:\n  {optuna_dashboard_command(out / OPTUNA_FILES[s.optuna_storage])}\n"
                   f"  tensorboard --logdir {s.storage} --host 127.0.0.1", soft_wrap=True)
+    part = "this resumed part of the search" if resumed else "the search"
+    console.print(f"wall time of {part}: {duration(wall_s)} (h:mm:ss, from the driver's start: Ray, data, every "
+                  "stage, the result files)")
