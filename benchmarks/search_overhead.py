@@ -35,7 +35,8 @@ def short(steps: int) -> list[str]:
     """The search flags of every arm: trials of `steps` steps, evaluated 3 times."""
     return ["--dataset", "conll", "--mode", "single", "--targets", "de", "--preset", "laptop", "--final-seeds", "0",
             "--max-steps", str(steps), "--eval-every", str(steps // 3), "--batch-size", "8",
-            "--train-sentences", "400", "--eval-sentences", "100", "--cpus-per-trial", "1", "--seed", "0"]
+            "--train-sentences", "400", "--eval-sentences", "100", "--cpus-per-trial", "1", "--seed", "0",
+            "--scheduler", "asha"]  # (what it measured: the laptop preset's default was ASHA until 2026-12-04)
 
 
 # What the driver's profile is split into: (label, file suffix, function names); cumulative seconds of each.

@@ -33,7 +33,8 @@ def run(out: Path, space: str, seed: int, args) -> float:
         return json.loads((out / "wall.json").read_text())["seconds"]
     return resumable_search(out, "conll", "single", [
         "--targets", args.targets, "--preset", args.preset, "--space", space, "--seed", str(seed),
-        "--num-samples", str(args.num_samples), "--final-seeds", str(args.final_seeds), "--no-baseline"],
+        "--num-samples", str(args.num_samples), "--final-seeds", str(args.final_seeds), "--no-baseline",
+        "--scheduler", "asha"],  # (the laptop preset's default when these searches ran)
         capture=False)  # (the live view shows)
 
 
@@ -135,7 +136,8 @@ def report(args, seeds: list[int], searches: dict[tuple[str, int], dict]) -> Non
         "# Which search space: `paper` against `wide` (issue 22)", "",
         f"Command: `{command.strip()}`. Each search: `tune/search.py --dataset conll --mode single --targets "
         f"{args.targets} --preset {args.preset} --num-samples {args.num_samples} --final-seeds {args.final_seeds}"
-        " --no-baseline --space SPACE --seed SEED`; the same trials, steps and final seeds for both spaces.", "",
+        " --no-baseline --scheduler asha --space SPACE --seed SEED`; the same trials, steps and final seeds for "
+        "both spaces.", "",
         f"| space | search seeds | best {targets[0]} dev F1 (mean ± sd) | test F1 of the chosen setting "
         "(whole test set; mean ± sd over searches, each the mean of its final seeds) | wall minutes per search |",
         "|---|---|---|---|---|", *rows, "",

@@ -61,7 +61,9 @@ def test_the_search_ranges_and_laptop_defaults_the_readme_quotes_are_the_codes()
     train = laptop["train"]
     assert (f"On its laptop default ({laptop['num_samples']} trials and {laptop['final_seeds']} final seeds per "
             f"target, a shorter schedule than `pram train`'s laptop preset: {train['max_steps']} steps of batch "
-            f"{train['batch_size']} on {train['train_sentences']:,} sentences per language)") in readme
+            f"{train['batch_size']} on {train['train_sentences']:,} sentences per language, every trial trained "
+            "to the end)") in readme
+    assert laptop["scheduler"] == "fifo" and "(`--scheduler fifo`; `--scheduler asha` brings ASHA back" in readme
 
 
 def test_the_wide_space_predict_chunks_and_importance_threshold_the_readme_quotes_are_the_codes():

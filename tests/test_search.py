@@ -189,6 +189,22 @@ def test_a_search_that_cannot_reach_its_cluster_or_storage_writes_nothing(tmp_pa
     assert sorted(tmp_path.rglob("*")) == before  # not even the folder above --out
 
 
+def test_each_preset_has_its_scheduler_and_the_flag_overrides_it(tmp_path, data_dir):
+    """The laptop preset trains every trial to the end (its early rungs do not predict the last: the
+    objective-noise benchmark); the smoke and paper presets keep ASHA; --scheduler wins over the preset."""
+    from tune.search import build_parser, settings_from_args
+
+    def scheduler(*extra: str) -> str:
+        args = ["--dataset", "conll", "--mode", "single", "--targets", "de", "--data-dir", str(data_dir),
+                "--out", str(tmp_path / "run"), *extra]
+        return settings_from_args(build_parser().parse_args(args)).scheduler
+
+    assert scheduler() == "fifo" and scheduler("--preset", "laptop") == "fifo"
+    assert scheduler("--smoke-test") == "asha" and scheduler("--preset", "paper") == "asha"
+    assert scheduler("--scheduler", "asha") == "asha"
+    assert scheduler("--preset", "paper", "--scheduler", "fifo") == "fifo"
+
+
 def test_a_second_search_on_a_busy_results_folder_is_refused(tmp_path, data_dir):
     from dataclasses import asdict
 
