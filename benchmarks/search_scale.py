@@ -85,7 +85,8 @@ def one_row(trials: int, concurrent: int, sleep: float, out: Path, optuna_storag
     s = settings_from_args(build_parser().parse_args(
         ["--dataset", "conll", "--mode", "single", "--targets", "de", "--out", str(out), "--num-samples",
          str(trials), "--max-concurrent", str(concurrent), "--cpus-per-trial", "1", "--gpus-per-trial", "0.5",
-         "--final-seeds", "0", "--optuna-storage", optuna_storage]))
+         "--final-seeds", "0", "--optuna-storage", optuna_storage,
+         "--scheduler", "asha"]))  # (a cluster's long trials; what it measured before the laptop default was fifo)
     ranges = search_ranges("conll", {}, space_path("paper", "conll"))
     base = TrainConfig(max_steps=50 * ROUNDS, eval_every=50)
     rounds, grace = schedule(base, ranges)

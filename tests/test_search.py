@@ -149,6 +149,32 @@ def test_spent_checkpoints_are_emptied_but_not_while_a_snapshot_names_them(tmp_p
     assert pickle.loads(pickle.dumps(keep))._held == {}
 
 
+def test_free_disk_deletes_the_checkpoints_of_trial_folders_no_result_names(tmp_path):
+    """A trial that a killed session started and checkpointed after Tune's last snapshot is unknown to the
+    resumed session, which runs it again in a new folder: the old folder's checkpoints go with the stage's."""
+    from ray import tune
+    from ray.tune import Result
+
+    from tune.stages import free_disk
+
+    stage = tmp_path / "search-de"
+    results = []
+    for name, optuna_trial in (("trial-000-a", 0), ("trial-001-b", 1), ("trial-001-orphan", None)):
+        checkpoint = stage / name / "checkpoint_000000"
+        (checkpoint / "last").mkdir(parents=True)
+        (checkpoint / "last" / "model.safetensors").write_bytes(b"weights")
+        (stage / name / "result.json").write_text("{}\n")
+        if optuna_trial is not None:
+            results.append(Result(metrics={"config": {"optuna_trial": optuna_trial}}, error=None,
+                                  checkpoint=tune.Checkpoint.from_directory(str(checkpoint)),
+                                  path=str(stage / name)))
+    free_disk(results, keep_trials=(0,))
+    assert (stage / "trial-000-a" / "checkpoint_000000" / "last" / "model.safetensors").is_file()  # the best
+    assert not (stage / "trial-001-b" / "checkpoint_000000").exists()
+    assert not (stage / "trial-001-orphan" / "checkpoint_000000").exists()
+    assert (stage / "trial-001-orphan" / "result.json").is_file()  # only checkpoints go
+
+
 def test_a_killed_search_leaves_no_optuna_trial_running():
     from optuna.trial import TrialState
 

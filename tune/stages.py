@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import pickletools
+import posixpath
 import re
 import shutil
 import sys
@@ -116,10 +117,22 @@ def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> No
     Whole checkpoints of every trial but the Optuna trials `keep_trials`, or only `subfolder` of each (a final
     run's `last/`: the weights and optimizer state that only resuming that run would need). An errored trial
     keeps everything: --resume retries it from there. Local folders and s3:// alike (pyarrow's filesystem).
-    """
-    from pyarrow.fs import FileType
 
-    for result in grid:
+    Also every checkpoint of a trial folder that no result names: a trial a killed session started and
+    checkpointed after Tune's last snapshot, which the resumed session does not know and ran again anew.
+    """
+    from pyarrow.fs import FileSelector, FileType
+
+    results = list(grid)
+    named = {result.path for result in results}
+    for stage, filesystem in {posixpath.dirname(r.path): r.filesystem for r in results if r.path}.items():
+        for folder in filesystem.get_file_info(FileSelector(stage)):
+            if folder.type != FileType.Directory or folder.path in named:
+                continue
+            for checkpoint in filesystem.get_file_info(FileSelector(folder.path)):
+                if checkpoint.type == FileType.Directory and checkpoint.base_name.startswith("checkpoint_"):
+                    filesystem.delete_dir(checkpoint.path)
+    for result in results:
         if result.error is not None or (result.config or {}).get("optuna_trial") in keep_trials:
             continue
         kept = [c for c, _ in result.best_checkpoints or []]
