@@ -175,7 +175,11 @@ def test_a_spot_worker_reclaimed_under_a_trial_costs_nothing_but_time(cluster, s
     trial reports the very dev F1 the uninterrupted search's same trial did at every step. (Runs last: the
     cluster's GPU worker is another node afterwards.)"""
     out, storage = tmp_path / "results" / "conll-multi-smoke", tmp_path / "bucket"
-    env = {**os.environ, "PRAM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "120", **cluster["env"]}
+    # The driver's copy of a trial's progress.csv goes up to the storage with Tune's snapshot of the experiment,
+    # on its own clock (10 s or more by default, longer than these trials): every second here, so that the first
+    # report is seen while the trial still runs (tests/test_search.py's killed search does the same).
+    env = {**os.environ, "PRAM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "120", **cluster["env"],
+           "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     driver = subprocess.Popen(search_command(cluster["address"], out, storage, data_dir), cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     helper = cluster["helper"]
