@@ -8,7 +8,9 @@ laptop encoder, 400 English and German sentences, batches of 8, an evaluation ev
 1. `tune/search.py` with one trial at a time and one CPU (one torch thread) per trial, its driver under cProfile;
 2. a plain Python loop that builds the same configurations (read back from arm 1's trials.parquet) and calls
    `pram.train.train` on each, stopping each where ASHA stopped it, one torch thread;
-3. `tune/search.py` with two one-thread trials at a time.
+3. `tune/search.py` with two one-thread trials at a time;
+4. two plain loops at once, each over half of arm 1's trials (split to near-equal steps), no Ray: the most two
+   one-thread processes train on this machine with this model, the ceiling for arm 3.
 Overhead is arm 1 over arm 2; the concurrency speed-up is arm 3's training steps per second over arm 2's. The
 breakdown splits arm 1's wall time by what each trial reported (its set-up before the first step, its training and
 evaluation, the time inside `tune.report` with the checkpoint's copy) and by the driver's profile (Ray's start
@@ -24,6 +26,7 @@ import math
 import pstats
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from common import table, timed, write_section
@@ -54,8 +57,18 @@ class Stop(Exception):
     """ASHA's stop, replayed."""
 
 
-def plain_loop(search_out: str, steps: int) -> None:
-    """Arm 2: the trials of a finished search, one after another, without Ray."""
+def halves(steps: list[int]) -> tuple[list[int], list[int]]:
+    """Trial indices in two groups of near-equal steps: longest first, each to the group with fewer steps."""
+    groups, load = ([], []), [0, 0]
+    for i in sorted(range(len(steps)), key=lambda i: -steps[i]):
+        k = load.index(min(load))
+        groups[k].append(i)
+        load[k] += steps[i]
+    return groups
+
+
+def plain_loop(search_out: str, steps: int, half: int | None = None) -> None:
+    """Arm 2: the trials of a finished search, one after another, without Ray (arm 4: one of two halves)."""
     import dataclasses
 
     import pandas as pd
@@ -72,6 +85,8 @@ def plain_loop(search_out: str, steps: int) -> None:
     base = dataclasses.replace(base_config(settings, "de"), quiet=True, threads=1)
     data = prepare_data(base)
     trials = pd.read_parquet(Path(search_out) / "trials.parquet")
+    if half is not None:
+        trials = trials.iloc[sorted(halves(trials["stopped_step"].tolist())[half])]
     # the settings the search's space drew (trials.parquet also holds every other setting, at its default)
     searched = [k for k in search_space(settings)[0] if k in SEARCHABLE]
     with tempfile.TemporaryDirectory() as work:
@@ -121,6 +136,21 @@ def driver_parts(profile: Path) -> dict[str, float]:
     return parts
 
 
+def timed_together(argvs: list[list[str]], cwd: Path) -> float:
+    """Start the commands at once; the wall seconds until the last ends. A failure ends the benchmark."""
+    import subprocess
+
+    started = time.perf_counter()
+    running = [subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for argv in argvs]
+    errors = [p.communicate()[1] for p in running]
+    wall = time.perf_counter() - started
+    for argv, p, err in zip(argvs, running, errors, strict=True):
+        if p.returncode:
+            sys.exit(f"{' '.join(argv)} failed:\n{err[-3000:]}")
+    return wall
+
+
 def import_seconds() -> float:
     """What a new trial actor pays before it runs: a fresh Python importing the trainable (torch, transformers,
     Ray Tune, pram)."""
@@ -132,11 +162,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30, help="steps of a trial, a multiple of 3 (default: 30)")
     parser.add_argument("--loop", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--half", type=int, choices=(0, 1), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps % 3:
         parser.error("--steps: a multiple of 3 (each trial evaluates 3 times)")
     if args.loop:
-        plain_loop(args.loop, args.steps)
+        plain_loop(args.loop, args.steps, args.half)
         return
     search = [str(ROOT / "tune" / "search.py"), *short(args.steps), "--num-samples", str(args.trials)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,18 +179,24 @@ def main() -> None:
         print("plain loop:", wall["loop"], flush=True)
         wall["search2"] = timed([sys.executable, *search, "--max-concurrent", "2", "--out", two_at_a_time], ROOT)
         print("search, 2 at a time:", wall["search2"], flush=True)
+        loop = [sys.executable, __file__, "--loop", one_at_a_time, "--steps", str(args.steps)]
+        wall["loops2"] = timed_together([[*loop, "--half", "0"], [*loop, "--half", "1"]], ROOT)
+        print("two plain loops at once:", wall["loops2"], flush=True)
         steps = {"search1": steps_of(one_at_a_time), "loop": steps_of(one_at_a_time),
-                 "search2": steps_of(two_at_a_time)}
+                 "search2": steps_of(two_at_a_time), "loops2": steps_of(one_at_a_time)}
         inside, driver = trial_parts(one_at_a_time), driver_parts(profile)
     imports = import_seconds()
     names = {"search1": "`tune/search.py`, 1 trial at a time", "loop": "plain loop over the same trials",
-             "search2": "`tune/search.py`, 2 one-thread trials at a time"}
-    rows = [[names[k], f"{wall[k]:.0f}", steps[k], f"{steps[k] / wall[k]:.2f}"] for k in ("loop", "search1", "search2")]
+             "search2": "`tune/search.py`, 2 one-thread trials at a time",
+             "loops2": "two plain loops at once, half the trials each (no Ray)"}
+    rows = [[names[k], f"{wall[k]:.0f}", steps[k], f"{steps[k] / wall[k]:.2f}"]
+            for k in ("loop", "search1", "search2", "loops2")]
     body = table(["arm", "wall s", "training steps (after ASHA)", "steps/s"], rows)
     overhead = wall["search1"] / wall["loop"]
     per_report = ("- (no trial reported twice: ASHA stopped each at its first evaluation)"
                   if math.isnan(inside["per_report"]) else f"{inside['per_report']:.2f} s")
-    speedup = (steps["search2"] / wall["search2"]) / (steps["loop"] / wall["loop"])
+    rate = {k: steps[k] / wall[k] for k in wall}
+    speedup, ceiling = rate["search2"] / rate["loop"], rate["loops2"] / rate["loop"]
     n = args.trials
     outside = wall["search1"] / n - inside["function"]
     parts = [[label, "-", "-"] if math.isnan(inside[label]) else  # (no trial reported twice)
@@ -173,7 +210,9 @@ def main() -> None:
     body += "\n\n" + table(["where arm 1's time goes", "s per trial", "share of its wall"], parts)
     body += (f"\n\n{n} trials of at most {args.steps} steps, {inside['reports']:.1f} reports each on average. The "
              f"search one trial at a time takes **{overhead:.2f}x** the plain loop's wall time for the same trials; "
-             f"two one-thread trials at a time train **{speedup:.2f}x** the plain loop's steps per second. Each report "
+             f"two one-thread trials at a time train **{speedup:.2f}x** the plain loop's steps per second, and two "
+             f"plain loops at once, without Ray, **{ceiling:.2f}x**: the search at two reaches "
+             f"{speedup / ceiling:.0%} of what two one-thread processes train here. Each report "
              f"(the checkpoint folder copied into Tune's storage, the result handed to the driver) takes {per_report}. "
              f"A fresh Python importing the trainable takes {imports:.1f} s: what each trial would pay if it started "
              f"a new actor (trials that ask for no GPU reuse their actor). Arm 1's driver ran under cProfile, which "
