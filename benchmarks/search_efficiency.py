@@ -59,15 +59,19 @@ def record(arm: str, seed: int, trials: int) -> dict:
     from pram.files import write_atomically
 
     kept = RECORDS / f"{arm}-seed{seed}.json"
-    if kept.is_file():
-        return json.loads(kept.read_text())
     out = RUNS / f"{arm}-seed{seed}"
+    if kept.is_file():
+        found = json.loads(kept.read_text())
+        if "values" not in found and (out / "history.parquet").is_file():  # (a record from before "values")
+            found["values"] = trial_values(out)
+            write_atomically(kept, json.dumps(found) + "\n")
+        return found
     wall = resumable_search(out, "conll", "single", [*COMMON, *ARMS[arm], "--num-samples", str(trials),
                                                      "--seed", str(seed)])
     final = [r["f1_mean"] for r in pq.read_table(out / "final.parquet").to_pylist()
              if (r["variant"], r["selection"], r["lang"]) == ("both", "target-dev", "de")]
     found = {"arm": arm, "seed": seed, "trials": trials, "wall_s": round(wall, 1), "test_f1": final[0],
-             "curve": curve(out)}
+             "curve": curve(out), "values": trial_values(out)}
     RECORDS.mkdir(parents=True, exist_ok=True)
     write_atomically(kept, json.dumps(found) + "\n")
     return found
@@ -91,6 +95,14 @@ def curve(out: Path) -> list[tuple[int, float]]:
         best = max(best, row.target_dev_f1)
         points.append((used, best))
     return points
+
+
+def trial_values(out: Path) -> list[float]:
+    """Each trial's dev F1 at its last evaluation (the value Optuna was told), in trial-number order."""
+    import pandas as pd
+
+    history = pd.read_parquet(out / "history.parquet").sort_values("step")
+    return [float(v) for v in history.groupby("optuna_trial")["target_dev_f1"].last().sort_index()]
 
 
 def best_within(points: list[tuple[int, float]], budget: int) -> float:
@@ -148,6 +160,22 @@ def main() -> None:
         report(args, arms, [s for s in seeds if s <= seed], searches, budget)
 
 
+def learned(arms: list[str], seeds: list[int], searches: dict, startup: int) -> list[str]:
+    """Whether TPE learns: the mean value of the trials after its random start-up (trial numbers `startup` on;
+    the first of them may still be a random draw, when its ask came before the start-up trials had all
+    ended), against random search's trials of the same numbers, paired by seed. Trials of the same number
+    before that are the same seeded draws in both arms."""
+    fifo = [arm for arm in arms if "fifo" in ARMS[arm]]
+    if len(fifo) < 2 or any("values" not in searches[arm, s] for arm in fifo for s in seeds):
+        return []
+    later = {arm: [statistics.fmean(searches[arm, s]["values"][startup:]) for s in seeds] for arm in fifo}
+    base = fifo[0]
+    return [f"- whether TPE learns: the mean dev F1 of trials {startup}-{len(searches[arm, seeds[0]]['values']) - 1}"
+            f" (after TPE's start-up) is {mean_sd(later[arm])} for {NAMES[arm]} against {mean_sd(later[base])} "
+            f"for {NAMES[base]}; paired by seed, "
+            f"{mean_sd([a - b for a, b in zip(later[arm], later[base], strict=True)])}" for arm in fifo[1:]]
+
+
 def report(args, arms: list[str], seeds: list[int], searches: dict, budget: int) -> None:
     """The section from the searches of these seeds (every arm finished)."""
     curves = {key: found["curve"] for key, found in searches.items() if key[1] in seeds}
@@ -175,6 +203,7 @@ def report(args, arms: list[str], seeds: list[int], searches: dict, budget: int)
     summary += [f"- the rule, {NAMES[arm]}: its mean steps to the mark are {means[arm] / means[arms[0]]:.2f}x "
                 f"those of {NAMES[arms[0]]} (at most 0.5x to pass): "
                 f"{'met' if means[arm] <= 0.5 * means[arms[0]] else 'not met'}" for arm in arms[1:]]
+    summary += learned(arms, seeds, searches, args.random_trials // 2)
     header = ["seed", "arm", f"best dev F1 within {budget} steps",
               f"steps to within {CLOSE} F1 of the best known", "test F1 of the chosen setting", "wall min"]
     draw(curves, budget)
