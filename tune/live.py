@@ -34,6 +34,9 @@ def _state(trial) -> str:
     return trial.status
 
 
+REFRESH_S = 0.5
+
+
 class LiveView(Callback):
     """One stage of a run: the search of one target (num_trials trials of up to max_rounds evaluations each),
     or its final retraining (one trial per seed)."""
@@ -52,6 +55,7 @@ class LiveView(Callback):
         self._best: dict[str, float] = {}
         self._last: dict[str, float] = {}
         self._seen: set[str] = set()  # trials started by this driver
+        self._built = float("-inf")  # when on_step_end last rebuilt the snapshot
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -70,13 +74,23 @@ class LiveView(Callback):
             self._console.print(f"[bold]{self.title}[/bold]: {self.num_trials} trial(s), "
                                 f"up to {self.max_rounds} evaluation(s) each")
 
-    def on_step_end(self, iteration, trials, **info) -> None:
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if self.metric in result:  # (the test report of a final run has none)
+            self._last[trial.trial_id] = result[self.metric]
+            self._best[trial.trial_id] = max(result[self.metric], self._best.get(trial.trial_id, -1.0))
+
+    def on_step_end(self, iteration, trials, force: bool = False, **info) -> None:
+        """The table's snapshot of the trials, rebuilt at most every REFRESH_S: it walks every trial, and Tune's
+        loop steps many times a second (at 1,000 trials, rebuilding it at every step took about 40% of the
+        driver's CPU in a profile: results/BENCHMARKS.md, search-scale)."""
+        if not force and time.monotonic() - self._built < REFRESH_S:
+            return
+        self._built = time.monotonic()
         rows = []
         for trial in trials:
             result = trial.last_result or {}
-            if self.metric in result:  # (the test report of a final run has none)
-                self._last[trial.trial_id] = result[self.metric]
-                self._best[trial.trial_id] = max(result[self.metric], self._best.get(trial.trial_id, -1.0))
+            if trial.trial_id not in self._last and self.metric in result:  # a trial restored by --resume
+                self._last[trial.trial_id] = self._best[trial.trial_id] = result[self.metric]
             rows.append({"config": trial.config, "state": _state(trial), "round": self._round(result),
                          "last": self._last.get(trial.trial_id), "best": self._best.get(trial.trial_id)})
         if self._rounds_at_start is None:  # a resumed run: its earlier rounds do not count for the pace
@@ -98,8 +112,7 @@ class LiveView(Callback):
                       f"checkpoint at step {step}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.on_step_end(iteration, trials)
-        best = self._best.get(trial.trial_id)
+        best = self._best.get(trial.trial_id)  # (on_trial_result has seen its last result)
         # Tune calls this before it marks the trial TERMINATED
         state = "pruned" if (trial.last_result or {}).get("pruned") else "finished"
         self._log(f"{self._name(trial.config)} {state} after "
@@ -113,7 +126,7 @@ class LiveView(Callback):
         self._log(f"[yellow]{self._name(trial.config)} raised; retried from its last checkpoint[/yellow]")
 
     def on_experiment_end(self, trials, **info) -> None:
-        self.on_step_end(0, trials)
+        self.on_step_end(0, trials, force=True)
         if self._live is not None:
             self._live.stop()
             self._live = None
