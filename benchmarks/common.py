@@ -59,13 +59,23 @@ def write_section(name: str, title: str, body: str, threads: int | None = None) 
 
 def timed(argv: list[str], cwd: Path) -> float:
     """Run a command to its end; its wall seconds. A failure ends the benchmark with the command's stderr."""
+    return timed_together([argv], cwd)
+
+
+def timed_together(argvs: list[list[str]], cwd: Path) -> float:
+    """Start the commands at once; the wall seconds until the last ends. A failure ends the benchmark with the
+    command's stderr."""
     import subprocess
 
     started = time.perf_counter()
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    if done.returncode:
-        sys.exit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
+    running = [subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for argv in argvs]
+    errors = [p.communicate()[1] for p in running]
+    wall = time.perf_counter() - started
+    for argv, p, err in zip(argvs, running, errors, strict=True):
+        if p.returncode:
+            sys.exit(f"{' '.join(argv)} failed:\n{err[-3000:]}")
+    return wall
 
 
 def resumable_search(out: Path, dataset: str, mode: str, flags: list[str], capture: bool = True) -> float:

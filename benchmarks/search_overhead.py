@@ -26,10 +26,9 @@ import math
 import pstats
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import table, timed, write_section
+from common import table, timed, timed_together, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,21 +133,6 @@ def driver_parts(profile: Path) -> dict[str, float]:
         parts[label] = sum(entry[3] for (file, _, name), entry in stats.items()
                            if file.endswith(suffix) and name in names)
     return parts
-
-
-def timed_together(argvs: list[list[str]], cwd: Path) -> float:
-    """Start the commands at once; the wall seconds until the last ends. A failure ends the benchmark."""
-    import subprocess
-
-    started = time.perf_counter()
-    running = [subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-               for argv in argvs]
-    errors = [p.communicate()[1] for p in running]
-    wall = time.perf_counter() - started
-    for argv, p, err in zip(argvs, running, errors, strict=True):
-        if p.returncode:
-            sys.exit(f"{' '.join(argv)} failed:\n{err[-3000:]}")
-    return wall
 
 
 def import_seconds() -> float:
