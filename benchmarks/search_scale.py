@@ -5,6 +5,7 @@ each trial 1 CPU and 0.5 GPU, as `--gpus-per-trial 0.5` would ask).
 
     python benchmarks/search_scale.py [--rows 100:8,100:16,100:32,1000:8,1000:32,5000:32] [--sleep 0.5]
     python benchmarks/search_scale.py --rows 100:8:journal,1000:8:journal   (the driver on Optuna's journal file)
+    python benchmarks/search_scale.py --rows 100:8:journal:random,5000:8:journal:random   (random search's draws)
 
 Each row (trials:concurrent) runs in a fresh process, so that its memory and CPU are its own. Per row: the
 driver's CPU seconds and peak memory per trial, Optuna's suggest latency over the first and the last tenth
@@ -54,9 +55,10 @@ def sleeping_trial(config: dict, base, data, work_dir: str, threads: int, report
                          "collapse": 0}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def one_row(trials: int, concurrent: int, sleep: float, out: Path, optuna_storage: str = "sqlite") -> dict:
+def one_row(trials: int, concurrent: int, sleep: float, out: Path, optuna_storage: str = "sqlite",
+            sampler: str = "tpe") -> dict:
     """One search of `trials` trials, `concurrent` at a time, on a cluster just large enough, its Optuna studies
-    on `optuna_storage` (sqlite or journal, as --optuna-storage); its figures."""
+    on `optuna_storage` (sqlite or journal, as --optuna-storage) drawn by `sampler` (as --sampler); its figures."""
     import functools
 
     import optuna
@@ -85,7 +87,7 @@ def one_row(trials: int, concurrent: int, sleep: float, out: Path, optuna_storag
     s = settings_from_args(build_parser().parse_args(
         ["--dataset", "conll", "--mode", "single", "--targets", "de", "--out", str(out), "--num-samples",
          str(trials), "--max-concurrent", str(concurrent), "--cpus-per-trial", "1", "--gpus-per-trial", "0.5",
-         "--final-seeds", "0", "--optuna-storage", optuna_storage,
+         "--final-seeds", "0", "--optuna-storage", optuna_storage, "--sampler", sampler,
          "--scheduler", "asha"]))  # (a cluster's long trials; what it measured before the laptop default was fifo)
     ranges = search_ranges("conll", {}, space_path("paper", "conll"))
     base = TrainConfig(max_steps=50 * ROUNDS, eval_every=50)
@@ -124,7 +126,8 @@ def one_row(trials: int, concurrent: int, sleep: float, out: Path, optuna_storag
         cluster.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
     tenth = max(1, len(latencies) // 10)
-    return {"trials": trials, "concurrent": concurrent, "optuna_storage": optuna_storage, "nodes": nodes,
+    return {"trials": trials, "concurrent": concurrent, "optuna_storage": optuna_storage, "sampler": sampler,
+            "nodes": nodes,
             "wall_s": wall, "driver_cpu_s": cpu,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "suggest_first_ms": 1000 * statistics.median(t for _, t in latencies[:tenth]),
@@ -166,17 +169,20 @@ def storage_row(kind: str, trials: int, folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="100:8,100:16,100:32,1000:8,1000:32,5000:32",
-                        help="trials:concurrent[:storage], comma-separated; storage sqlite (default) or journal")
+                        help="trials:concurrent[:storage[:sampler]], comma-separated; storage sqlite (default) or "
+                             "journal, sampler one of --sampler's choices of tune/search.py (default tpe)")
     parser.add_argument("--sleep", type=float, default=0.5, help="seconds a simulated trial sleeps per evaluation")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # trials:concurrent:storage:folder, in this process
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # trials:concurrent:storage:sampler:folder, here
     parser.add_argument("--storage-trials", type=int, default=2000,
                         help="trials of the Optuna-only comparison of SQLite and the journal file (0: skip it)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     parser.add_argument("--render", metavar="LOG", help="make the section from the JSON lines a run printed")
     args = parser.parse_args()
+    from tune.space import SAMPLERS
+
     if args.one:
-        trials, concurrent, kind, folder = args.one.split(":", 3)
-        print(json.dumps(one_row(int(trials), int(concurrent), args.sleep, Path(folder), kind)))
+        trials, concurrent, kind, sampler, folder = args.one.split(":", 4)
+        print(json.dumps(one_row(int(trials), int(concurrent), args.sleep, Path(folder), kind, sampler)))
         return
     if args.render:  # the JSON lines a run printed, made into the section again
         lines = [json.loads(line) for line in Path(args.render).read_text().splitlines() if line.startswith("{")]
@@ -184,12 +190,17 @@ def main() -> None:
     else:
         rows, storages = [], []
         for spec in args.rows.split(","):
-            trials, concurrent, kind = (*spec.split(":"), "sqlite")[:3]
+            parts = spec.split(":")
+            if not 2 <= len(parts) <= 4:
+                parser.error(f"--rows {spec}: write trials:concurrent[:storage[:sampler]]")
+            trials, concurrent, kind, sampler = [*parts, *("sqlite", "tpe")[len(parts) - 2:]]
             if kind not in OPTUNA_KINDS:
                 parser.error(f"--rows {spec}: the storage is one of {', '.join(OPTUNA_KINDS)}")
+            if sampler not in SAMPLERS:
+                parser.error(f"--rows {spec}: the sampler is one of {', '.join(SAMPLERS)}")
             with tempfile.TemporaryDirectory(dir=ROOT / "runs" if (ROOT / "runs").is_dir() else None) as folder:
                 done = subprocess.run([sys.executable, __file__, "--one",
-                                       f"{trials}:{concurrent}:{kind}:{folder}/search",
+                                       f"{trials}:{concurrent}:{kind}:{sampler}:{folder}/search",
                                        "--sleep", str(args.sleep)], check=True, capture_output=True, text=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
@@ -206,12 +217,14 @@ def main() -> None:
 def render(rows: list[dict], storages: list[dict], sleep: float) -> str:
     for r in rows:
         r.setdefault("optuna_storage", "sqlite")  # rows printed before the driver had --optuna-storage
-    cells = [[r["trials"], r["concurrent"], r["optuna_storage"], r["nodes"], f"{r['wall_s']:.0f}",
+        r.setdefault("sampler", "tpe")  # and before the rows had a sampler
+    cells = [[r["trials"], r["concurrent"], r["optuna_storage"], r["sampler"], r["nodes"], f"{r['wall_s']:.0f}",
               f"{60 * r['trials'] / r['wall_s']:.0f}",
               f"{r['slept_s'] / (r['concurrent'] * r['wall_s']):.2f}", f"{r['driver_cpu_s'] / r['trials']:.3f}",
               f"{r['peak_rss_mib']:.0f}", f"{r['suggest_first_ms']:.0f}", f"{r['suggest_last_ms']:.0f}",
               f"{r['tune_trials']}/{r['optuna_trials']}/{r['running_left']}"] for r in rows]
-    body = table(["trials", "concurrent", "--optuna-storage", "worker nodes", "wall (s)", "trials/min", "slot use",
+    body = table(["trials", "concurrent", "--optuna-storage", "--sampler", "worker nodes", "wall (s)", "trials/min",
+                  "slot use",
                   "driver CPU s/trial", "driver peak RSS (MiB)", "suggest ms, first tenth", "suggest ms, last tenth",
                   "Tune/Optuna trials/RUNNING left"], cells)
     if storages:
@@ -224,12 +237,13 @@ def render(rows: list[dict], storages: list[dict], sleep: float) -> str:
              f"*Slot use* is the seconds the trials slept over concurrent x wall: 1.0 when the driver never keeps a "
              f"trial slot waiting. The driver is one process: Tune's loop, the Optuna searcher on its storage, ASHA, "
              f"the live view, the Parquet tables.")
-    per_trial = {(r["trials"], r["concurrent"], r["optuna_storage"]): r["driver_cpu_s"] / r["trials"] for r in rows}
-    for kind in dict.fromkeys(r["optuna_storage"] for r in rows):
+    per_trial = {(r["trials"], r["concurrent"], (r["optuna_storage"], r["sampler"])): r["driver_cpu_s"] / r["trials"]
+                 for r in rows}
+    for kind in dict.fromkeys((r["optuna_storage"], r["sampler"]) for r in rows):
         mine = {(n, c): v for (n, c, k), v in per_trial.items() if k == kind}
         small, large = min(n for n, _ in mine), max(n for n, _ in mine)
         worst = max(mine.values())
-        body += f" On {kind}, the driver costs up to **{worst:.2f} CPU s per trial**"
+        body += f" On {kind[0]} with {kind[1]}, the driver costs up to **{worst:.2f} CPU s per trial**"
         growth = [mine[(large, c)] / mine[(small, c)] for (n, c) in mine if n == large and (small, c) in mine]
         if growth and large > small:
             body += (f"; from {small:,} to {large:,} trials its CPU per trial grows {max(growth):.2f}x at the same "
@@ -237,7 +251,7 @@ def render(rows: list[dict], storages: list[dict], sleep: float) -> str:
         body += (f": one driver core sustains about {1 / worst:.1f} trials/s, so a cluster of 128 concurrent trials "
                  f"keeps its slots busy only if a trial lasts at least 128 x {worst:.2f} = **{128 * worst:.0f} s** "
                  f"(a laptop-preset PRAM trial on a GPU lasts minutes, on a CPU tens of minutes).")
-        memory = {n: r["peak_rss_mib"] for r in rows if r["optuna_storage"] == kind for n in [r["trials"]]}
+        memory = {r["trials"]: r["peak_rss_mib"] for r in rows if (r["optuna_storage"], r["sampler"]) == kind}
         if large > small:
             body += (f" Its peak memory at {large:,} trials is {memory[large] / memory[small]:.2f}x that at "
                      f"{small:,} (each running trial is a process of its own on its node, not in the driver).")

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_smallest_scale_row_runs_every_trial_through_the_driver(tmp_path):
     out = tmp_path / "search"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_scale.py"), "--one",
-                           f"100:8:journal:{out}", "--sleep", "0.2"],
+                           f"100:8:journal:tpe:{out}", "--sleep", "0.2"],
                           check=False, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads(done.stdout.strip().splitlines()[-1])
