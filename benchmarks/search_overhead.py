@@ -109,6 +109,13 @@ def steps_of(out: str) -> int:
     return int(pd.read_parquet(Path(out) / "trials.parquet")["stopped_step"].sum())
 
 
+def trial_seconds(out: str) -> float:
+    """The seconds a search's trials spent in their function, summed over its trials."""
+    import pandas as pd
+
+    return float(pd.read_parquet(Path(out) / "trials.parquet")["time_total_s"].sum())
+
+
 def trial_parts(out: str) -> dict[str, float]:
     """Seconds per trial, from what arm 1's trials reported: set-up before the first step, training and
     evaluation, and the time inside `tune.report` (a report cannot time itself: each result holds the reports
@@ -169,6 +176,7 @@ def main() -> None:
         steps = {"search1": steps_of(one_at_a_time), "loop": steps_of(one_at_a_time),
                  "search2": steps_of(two_at_a_time), "loops2": steps_of(one_at_a_time)}
         inside, driver = trial_parts(one_at_a_time), driver_parts(profile)
+        busy = trial_seconds(two_at_a_time)
     imports = import_seconds()
     names = {"search1": "`tune/search.py`, 1 trial at a time", "loop": "plain loop over the same trials",
              "search2": "`tune/search.py`, 2 one-thread trials at a time",
@@ -196,7 +204,11 @@ def main() -> None:
              f"search one trial at a time takes **{overhead:.2f}x** the plain loop's wall time for the same trials; "
              f"two one-thread trials at a time train **{speedup:.2f}x** the plain loop's steps per second, and two "
              f"plain loops at once, without Ray, **{ceiling:.2f}x**: the search at two reaches "
-             f"{speedup / ceiling:.0%} of what two one-thread processes train here. Each report "
+             f"{speedup / ceiling:.0%} of what two one-thread processes train here. Arm 3's trials filled "
+             f"{busy / (2 * wall['search2']):.0%} of its two slots over its wall time ({busy:.0f} trial-seconds of "
+             f"{2 * wall['search2']:.0f}; the rest: Ray's start, the data, a slot idle while the last trial trains "
+             f"alone, Tune's work between trials); counted over the trials' own time, its steps per second are "
+             f"{steps['search2'] / (busy / 2) / rate['loop']:.2f}x the loop's. Each report "
              f"(the checkpoint folder copied into Tune's storage, the result handed to the driver) takes {per_report}. "
              f"A fresh Python importing the trainable takes {imports:.1f} s: what each trial would pay if it started "
              f"a new actor (trials that ask for no GPU reuse their actor). Arm 1's driver ran under cProfile, which "
