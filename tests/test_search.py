@@ -107,6 +107,29 @@ def test_asha_counts_evaluations_and_waits_for_the_target_term():
     assert schedule(late, searched) == (4, 4)  # the latest start (step 320) counts
 
 
+@pytest.mark.parametrize("statuses", [
+    "TTTRP", "TTTRR", "PTTRP", "TTRRA", "TATRA", "TATRP", "TTTTT", "RRPAP", "TPTPR", ""])
+def test_the_schedulers_choose_the_trial_to_start_as_tunes_fifo_does(statuses):
+    """Our FIFO and ASHA choose from Tune's live trials, not from every trial; the choice is Tune's FIFO's."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import FIFOScheduler
+
+    from tune.study import Fifo, RoundsASHA
+
+    names = {"T": Trial.TERMINATED, "R": Trial.RUNNING, "P": Trial.PENDING, "A": Trial.PAUSED}
+    trials = [Trial("__fake", stub=True, trial_id=f"t{i}") for i in range(len(statuses))]
+    for trial, status in zip(trials, statuses):
+        trial.status = names[status]
+    # Tune's controller as a scheduler sees it: every trial in order, and the set of those not TERMINATED
+    controller = SimpleNamespace(get_trials=lambda: trials,
+                                 get_live_trials=lambda: {t for t in trials if t.status != Trial.TERMINATED})
+    expected = FIFOScheduler().choose_trial_to_run(controller)
+    if "P" in statuses:
+        assert expected is trials[statuses.index("P")]
+    for ours in (Fifo(), RoundsASHA(max_rounds=3, grace_period=1, prune_collapsed=False)):
+        assert ours.choose_trial_to_run(controller) is expected
+
+
 def test_spent_checkpoints_are_emptied_but_not_while_a_snapshot_names_them(tmp_path):
     """A search empties a trial's checkpoint once it is neither the trial's latest nor named by one of Tune's last
     two snapshots (a resumed search restores each trial from what its snapshot names, with that round count).

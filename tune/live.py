@@ -80,11 +80,13 @@ class LiveView(Callback):
             self._best[trial.trial_id] = max(result[self.metric], self._best.get(trial.trial_id, -1.0))
 
     def on_step_end(self, iteration, trials, force: bool = False, **info) -> None:
-        """The table's snapshot of the trials, rebuilt at most every REFRESH_S: it walks every trial, and Tune's
-        loop steps many times a second (at 1,000 trials, rebuilding it at every step took about 40% of the
-        driver's CPU in a profile: results/BENCHMARKS.md, search-scale)."""
-        if not force and time.monotonic() - self._built < REFRESH_S:
-            return
+        """The table's snapshot of the trials, rebuilt at most every REFRESH_S, and only for a live display
+        (`force`: the table at the end): it walks every trial, and Tune's loop steps many times a second (at
+        1,000 trials, rebuilding it at every step took about 40% of the driver's CPU in a profile, and at 2,000
+        trials rebuilding it twice a second without a display still 11 s of 437: results/BENCHMARKS.md,
+        search-scale)."""
+        if not force and (self._live is None or time.monotonic() - self._built < REFRESH_S):
+            return  # (without a live display, only the table at the end reads the snapshot)
         self._built = time.monotonic()
         rows = []
         for trial in trials:

@@ -19,11 +19,10 @@ from pathlib import Path
 
 from ray import tune
 from ray.tune import Callback
-from ray.tune.schedulers import FIFOScheduler
 
 from tune.live import LiveView
 from tune.space import SEARCHED, make_sampler, space_function, trial_sampler
-from tune.study import MarkPruned, RoundsASHA, RoundsHyperBand, StudyHistory, StudySearch
+from tune.study import Fifo, MarkPruned, RoundsASHA, RoundsHyperBand, StudyHistory, StudySearch
 from tune.trainable import run_trial
 
 
@@ -260,7 +259,7 @@ def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, s
                                max_concurrent=s.num_samples if s.scheduler == "hyperband" else concurrency,
                                sampler_for=sampler_for, max_rounds=rounds)
         if s.scheduler == "fifo":
-            scheduler = FIFOScheduler()
+            scheduler = Fifo()
         elif s.scheduler == "hyperband":
             scheduler = RoundsHyperBand(max_rounds=rounds, grace_period=grace, prune_collapsed=s.prune_collapsed)
         else:  # reduction factor 2, not ASHA's 4: a search of a few trials still halves at each rung
