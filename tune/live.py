@@ -83,8 +83,8 @@ class LiveView(Callback):
         """The table's snapshot of the trials, rebuilt at most every REFRESH_S, and only for a live display
         (`force`: the table at the end): it walks every trial, and Tune's loop steps many times a second (at
         1,000 trials, rebuilding it at every step took about 40% of the driver's CPU in a profile, and at 2,000
-        trials rebuilding it twice a second without a display still 11 s of 437: results/BENCHMARKS.md,
-        search-scale)."""
+        trials rebuilding it twice a second without a display still 11 s of 437 under cProfile, which inflates
+        Python loops: results/BENCHMARKS.md, search-scale)."""
         if not force and (self._live is None or time.monotonic() - self._built < REFRESH_S):
             return  # (without a live display, only the table at the end reads the snapshot)
         self._built = time.monotonic()

@@ -170,9 +170,10 @@ class LiveTrialsFirst:
 
     FIFOScheduler (and ASHA, which keeps its choice) walks every trial of the experiment, twice, at each step of
     Tune's loop: a cost per step that grows with the trials (at 2,000 simulated trials, 10.5 s of the driver's
-    437 s in a profile: results/BENCHMARKS.md, search-scale). The trials that can start are PENDING or PAUSED,
-    and Tune keeps those in its set of live trials (pending, running, paused). Where one waits, it is the one
-    Tune's walk would find; where several wait, Tune's own walk chooses among them, in its order."""
+    437 s under cProfile, which inflates Python loops: results/BENCHMARKS.md, search-scale). The trials that can
+    start are PENDING or PAUSED, and Tune keeps those in its set of live trials (pending, running, paused). Where
+    one waits, it is the one Tune's walk would find; where several wait, Tune's own walk chooses among them, in
+    its order."""
 
     def choose_trial_to_run(self, tune_controller):
         live = tune_controller.get_live_trials()
