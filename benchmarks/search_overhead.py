@@ -7,7 +7,8 @@ Three arms, each timed as a whole command (imports, data, Ray's start and stop i
 laptop encoder, 400 English and German sentences, batches of 8, an evaluation every steps/3 steps):
 1. `tune/search.py` with one trial at a time and one CPU (one torch thread) per trial, its driver under cProfile;
 2. a plain Python loop that builds the same configurations (read back from arm 1's trials.parquet) and calls
-   `pram.train.train` on each, stopping each where ASHA stopped it, one torch thread;
+   `pram.train.train` on each, stopping each where ASHA stopped it, writing the checkpoints a search trial
+   writes (`tune.stages.search_best_weights`), one torch thread;
 3. `tune/search.py` with two one-thread trials at a time;
 4. two plain loops at once, each over half of arm 1's trials (split to near-equal steps), no Ray: the most two
    one-thread processes train on this machine with this model, the ceiling for arm 3.
@@ -78,6 +79,7 @@ def plain_loop(search_out: str, steps: int, half: int | None = None) -> None:
     from tune.run import base_config, search_space
     from tune.search import build_parser, settings_from_args
     from tune.space import SEARCHABLE
+    from tune.stages import search_best_weights
 
     quiet_libraries()
     settings = settings_from_args(build_parser().parse_args([*short(steps), "--out", search_out, "--resume"]))
@@ -100,7 +102,8 @@ def plain_loop(search_out: str, steps: int, half: int | None = None) -> None:
                     raise Stop
 
             with contextlib.suppress(Stop):
-                train(config, data, report=report, score_test=False)  # as a search trial: no test sets
+                # as a search trial: no test sets, and the same best weights written
+                train(config, data, report=report, score_test=False, best_weights=search_best_weights(settings))
 
 
 def steps_of(out: str) -> int:

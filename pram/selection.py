@@ -26,8 +26,10 @@ def first_selectable_step(config: TrainConfig) -> int:
     return config.beta_start_step + 1 if target_on else 0
 
 
-def record_best(state: dict, metrics: dict, config: TrainConfig, model, ckpt_dir: Path, run_info: dict) -> bool:
-    """Keep the best weights by each selection metric; return whether the configured one improved.
+def record_best(state: dict, metrics: dict, config: TrainConfig, model, ckpt_dir: Path, run_info: dict,
+                write: tuple[str, ...] = SELECTIONS) -> bool:
+    """Track the best evaluation by each selection metric, and keep its weights as `best-<rule>` for the rules
+    in `write`; return whether the configured one improved.
 
     Only evaluations from `first_selectable_step` on compete; the ones before it neither win nor count
     toward patience."""
@@ -40,8 +42,9 @@ def record_best(state: dict, metrics: dict, config: TrainConfig, model, ckpt_dir
         best = state["best"][selection]
         if score > best["score"]:
             state["best"][selection] = {"score": score, "step": metrics["step"]}
-            save_checkpoint(ckpt_dir / f"best-{selection}", model.trainable_state_dict(),
-                            {**run_info, "step": metrics["step"], "selection": selection, "score": score})
+            if selection in write:
+                save_checkpoint(ckpt_dir / f"best-{selection}", model.trainable_state_dict(),
+                                {**run_info, "step": metrics["step"], "selection": selection, "score": score})
             improved |= selection == config.selection
     state["stale"] = 0 if improved else state["stale"] + 1
     return improved

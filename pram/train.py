@@ -117,12 +117,17 @@ def gradient_norms(model, parts: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def train(config: TrainConfig, data: TrainData | None = None, report: Report | None = None,
-          resume: bool = False, score_test: bool = True) -> dict:
+          resume: bool = False, score_test: bool = True, best_weights: tuple[str, ...] = SELECTIONS) -> dict:
     """Train PRAM; write checkpoints and metrics.json under config.out_dir; return the final metrics.
 
     resume: continue from `out_dir/checkpoints/last` if it exists (the same result as an uninterrupted run).
     score_test: score the kept weights on the test sets at the end (a search's trials do not).
+    best_weights: the selection rules whose best weights are written (`checkpoints/best-<rule>`); every rule's
+    best step and score are tracked all the same. A search trial writes only what its search reads back:
+    scoring them on test needs every rule's weights, so score_test needs them all.
     """
+    if score_test and set(best_weights) != set(SELECTIONS):
+        raise ValueError(f"score_test scores the weights of every selection rule: best_weights must be {SELECTIONS}")
     console = Console(quiet=config.quiet)
     out, device = Path(config.out_dir), pick_device(config.device)
     ckpt_dir = out / "checkpoints"
@@ -162,7 +167,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             metrics["collapse"] = collapsed(metrics, config)
             running, state["elapsed"] = {}, elapsed_before + time.time() - started
             metrics["elapsed_s"], metrics["setup_s"] = state["elapsed"], setup_s
-            improved = record_best(state, metrics, config, model, ckpt_dir, run_info)
+            improved = record_best(state, metrics, config, model, ckpt_dir, run_info, write=best_weights)
             state["history"].append(metrics)
             save_last(ckpt_dir, model, optimizer, banks, state, run_info)
             write_json(out / "metrics.json", {"history": state["history"]})
@@ -183,14 +188,19 @@ def _evaluates_after(step: int, config: TrainConfig) -> bool:
 def _finish(config, data, model, ckpt_dir, state, device, console, out, score_test: bool = True) -> dict:
     """Test scores of the weights each selection rule would keep; the configured one is `test`.
 
-    Two rules that kept the same step share one scoring. score_test False (a search trial) skips the test sets.
+    Two rules that kept the same step share one scoring. score_test False (a search trial) skips the test sets
+    and reads no weights: each rule's step and dev score are in the run's state.
     """
     selected = {}
     for selection in SELECTIONS:
+        if not score_test:
+            kept = state["best"][selection]
+            selected[selection] = {"step": kept["step"], "dev_score": kept["score"], "test": {}}
+            continue
         weights, info, _ = load_checkpoint(ckpt_dir / f"best-{selection}")
         same = next((kept for kept in selected.values() if kept["step"] == info["step"]), None)
-        if same is not None or not score_test:
-            scores = same["test"] if same is not None else {}
+        if same is not None:
+            scores = same["test"]
         else:
             model.load_state_dict(weights, strict=False)
             scores = test_metrics(model, data, config, device)

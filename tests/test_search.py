@@ -509,6 +509,12 @@ def test_random_search_without_early_stopping_trains_every_trial_to_the_end(fifo
     assert "drawn at random (Optuna's RandomSampler, seed 0) and each trained to the end" in \
         (out / "summary.md").read_text()
     assert json.loads((out / "run.json").read_text())["scheduler"] == "fifo"
+    # With no final stage, the best trial's checkpoint is the search's model: its weights chosen on the
+    # objective, and `last`; the other trials' checkpoints are deleted, and no trial wrote best-source-dev.
+    best = json.loads((out / "best.json").read_text())["de"]["optuna_trial"]
+    kept = {d.name.split("-")[1]: sorted({p.name for c in d.glob("checkpoint_*") for p in c.iterdir() if p.is_dir()})
+            for d in (out / "ray" / "experiments" / "search-de").glob("trial-*")}
+    assert kept == {"000": [], "001": [], "002": [], f"{best:03d}": ["best-target-dev", "last"]}
 
 
 @pytest.mark.slow

@@ -56,6 +56,16 @@ def test_smoke_run_lowers_the_loss_and_writes_metrics_and_checkpoints(smoke_conf
     assert not any(h["collapse"] for h in history)  # the guard stays quiet on a normal run
 
 
+def test_a_search_trial_writes_only_the_weights_its_search_reads(smoke_config, smoke_data, smoke_run, tmp_path):
+    """best_weights=(): `last` alone, yet every rule's best step and dev score, as the run that writes them all."""
+    trial = train(replace(smoke_config, out_dir=str(tmp_path)), smoke_data, score_test=False, best_weights=())
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last"]
+    for rule, kept in smoke_run["selected_by"].items():
+        assert trial["selected_by"][rule] == {"step": kept["step"], "dev_score": kept["dev_score"], "test": {}}
+    with pytest.raises(ValueError, match="best_weights"):
+        train(replace(smoke_config, out_dir=str(tmp_path / "x")), smoke_data, best_weights=("target-dev",))
+
+
 def test_only_first_pieces_enter_the_loss(smoke_config, smoke_data):
     model = build_model(smoke_config, smoke_data, "cpu")
     rows = smoke_data.source_train["en"][:4]

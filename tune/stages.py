@@ -20,17 +20,29 @@ from pathlib import Path
 from ray import tune
 from ray.tune import Callback
 
+from pram.config import SELECTIONS
 from tune.live import LiveView
 from tune.space import SEARCHED, make_sampler, space_function, trial_sampler
 from tune.study import Fifo, MarkPruned, RoundsASHA, RoundsHyperBand, StudyHistory, StudySearch
 from tune.trainable import run_trial
 
 
-def _trainable(s, name: str, base, data, resources: dict, report_test: bool, trial=run_trial):
+def _trainable(s, name: str, base, data, resources: dict, report_test: bool, trial=run_trial, **more):
     work = Path(s.out) / "ray" / "work" / name
     trainable = tune.with_parameters(trial, base=base, data=data, work_dir=str(work),
-                                     threads=max(1, int(s.cpus_per_trial)), report_test=report_test)
+                                     threads=max(1, int(s.cpus_per_trial)), report_test=report_test, **more)
     return tune.with_resources(trainable, resources)
+
+
+def search_best_weights(s) -> tuple[str, ...]:
+    """The best weights a search trial writes and hands to Tune at each report, besides `last` (which a resume
+    needs): none when a final stage retrains the best settings (the search's checkpoints are deleted unread);
+    without one, the best trial's weights chosen on the objective are the search's model; --keep-checkpoints
+    keeps every rule's. Each best-* is as large as the trainable weights (64 MB in the laptop preset, a third
+    of `last`), written by the trial and copied again into Tune's storage (search_overhead.py)."""
+    if s.keep_checkpoints:
+        return SELECTIONS
+    return () if s.final_seeds else (s.objective,)
 
 
 class NoResultFiles(logging.Filter):
@@ -240,7 +252,8 @@ def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, s
 
     name = f"search-{target}"
     storage = open_optuna_storage(storage_file)
-    trainable = _trainable(s, name, base, data, resources, report_test=False, trial=trial)
+    trainable = _trainable(s, name, base, data, resources, report_test=False, trial=trial,
+                           best_weights=search_best_weights(s))
 
     # Each target's study gets its own seed (seed + its place in --targets): with one seed for all, every
     # target's search would start from the very same configurations.
@@ -268,7 +281,7 @@ def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, s
         params = [p for p in SEARCHED if p in ranges]
         view = LiveView(f"search {target} ({study_name})", s.num_samples, rounds, s.metric, params)
         # Tune keeps every checkpoint and snapshots on its own clock; KeepLatestCheckpoints empties the spent
-        # ones. (Each checkpoint holds pram's best-* weights so far: the latest is also the best.)
+        # ones. (Each checkpoint holds the best weights written so far, if any: the latest is also the best.)
         checkpoint = tune.CheckpointConfig(num_to_keep=None)
         return tune.Tuner(
             trainable,

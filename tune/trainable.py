@@ -16,7 +16,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from pram.config import TrainConfig
+from pram.config import SELECTIONS, TrainConfig
 from pram.inputs import TrainData
 from pram.train import train
 
@@ -30,12 +30,14 @@ class InjectedFault(RuntimeError):
 
 
 def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, threads: int,
-              report_test: bool = False) -> None:
+              report_test: bool = False, best_weights: tuple[str, ...] = SELECTIONS) -> None:
     """One trial: `config` holds the sampled settings (and, for a final run, its seed).
 
     base and data come through `tune.with_parameters`: data is loaded and tokenised once by the driver.
     work_dir/<trial id> is pram's out_dir; what Tune keeps is the copy of its `checkpoints/` folder that every
-    report hands over, so the working copy is deleted when the trial ends.
+    report hands over, so the working copy is deleted when the trial ends. That folder holds `last` and the
+    best weights of the selection rules in best_weights (`pram.train.train`): all of them in a final run, which
+    scores them on test; in a search trial only what the search keeps (`tune.stages.search_best_weights`).
     """
     out_dir = Path(work_dir) / tune.get_context().get_trial_id()
     settings = {k: v for k, v in config.items() if k in TRAIN_FIELDS}
@@ -60,7 +62,8 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
             raise InjectedFault(f"{FAIL_AT_STEP}={fail_at}: injected fault after step {fail_at}")
 
     try:
-        final = train(train_config, data, report=report, resume=meta["step"] > 0, score_test=report_test)
+        final = train(train_config, data, report=report, resume=meta["step"] > 0, score_test=report_test,
+                      best_weights=SELECTIONS if report_test else best_weights)
         if report_test:
             tune.report({"final": True, **_test_scalars(final), "cpu_s": meta["cpu_s"] +
                          time.process_time() - started_cpu, "starts": meta["starts"], **where})
