@@ -27,10 +27,12 @@ from tune.study import Fifo, MarkPruned, RoundsASHA, RoundsHyperBand, StudyHisto
 from tune.trainable import run_trial
 
 
-def _trainable(s, name: str, base, data, resources: dict, report_test: bool, trial=run_trial, **more):
+def _trainable(s, name: str, base, data, resources: dict, report_test: bool, trial=run_trial,
+               best_weights: tuple[str, ...] = SELECTIONS):
     work = Path(s.out) / "ray" / "work" / name
     trainable = tune.with_parameters(trial, base=base, data=data, work_dir=str(work),
-                                     threads=max(1, int(s.cpus_per_trial)), report_test=report_test, **more)
+                                     threads=max(1, int(s.cpus_per_trial)), report_test=report_test,
+                                     best_weights=best_weights)
     return tune.with_resources(trainable, resources)
 
 

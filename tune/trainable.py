@@ -63,7 +63,7 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
 
     try:
         final = train(train_config, data, report=report, resume=meta["step"] > 0, score_test=report_test,
-                      best_weights=SELECTIONS if report_test else best_weights)
+                      best_weights=best_weights)
         if report_test:
             tune.report({"final": True, **_test_scalars(final), "cpu_s": meta["cpu_s"] +
                          time.process_time() - started_cpu, "starts": meta["starts"], **where})
