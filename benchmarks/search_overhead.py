@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import math
 import pstats
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from common import table, timed, timed_together, write_section
@@ -135,6 +137,35 @@ def trial_parts(out: str) -> dict[str, float]:
             "function": last["time_total_s"].sum() / n, "reports": rounds.mean(), "per_report": per_report}
 
 
+def idle_slots(out: str, began: float, ended: float, slots: int = 2) -> dict[str, float]:
+    """Slot-seconds in which a search's `slots` held no trial, from the start of its command to its end, split
+    into: before its first trial started, between trials (a trial ended and the next had not begun, while trials
+    were still to start), the end (after the last trial started, once a slot had nothing left to run), and after
+    its last trial ended. Each trial runs from its last result's timestamp less its time_total_s to that
+    timestamp (Tune's result.json; whole seconds)."""
+    import json
+
+    spans = []
+    for file in Path(out).glob("ray/experiments/search-*/*/result.json"):
+        lines = file.read_text().splitlines()
+        if not lines:
+            continue  # (a trial that never reported)
+        last = json.loads(lines[-1])
+        spans.append((last["timestamp"] - last["time_total_s"], float(last["timestamp"])))
+    first, last_start, last_end = min(s for s, _ in spans), max(s for s, _ in spans), max(e for _, e in spans)
+    marks = sorted({first, last_start, last_end, *(t for span in spans for t in span)})
+    between = end = 0.0
+    for a, b in itertools.pairwise(marks):
+        running = sum(1 for s, e in spans if s < b and e > a)
+        idle = max(0, slots - running) * (b - a)
+        if b <= last_start:
+            between += idle
+        else:
+            end += idle
+    return {"before the first trial": slots * (first - began), "between trials": between,
+            "the end (a slot with nothing left to run)": end, "after the last trial": slots * (ended - last_end)}
+
+
 def driver_parts(profile: Path) -> dict[str, float]:
     """Cumulative seconds of the driver's profile in each of DRIVER_PARTS."""
     stats = pstats.Stats(str(profile)).stats
@@ -171,7 +202,9 @@ def main() -> None:
         print("search, 1 at a time:", wall["search1"], flush=True)
         wall["loop"] = timed([sys.executable, __file__, "--loop", one_at_a_time, "--steps", str(args.steps)], ROOT)
         print("plain loop:", wall["loop"], flush=True)
+        began = time.time()
         wall["search2"] = timed([sys.executable, *search, "--max-concurrent", "2", "--out", two_at_a_time], ROOT)
+        idle = idle_slots(two_at_a_time, began, began + wall["search2"])
         print("search, 2 at a time:", wall["search2"], flush=True)
         loop = [sys.executable, __file__, "--loop", one_at_a_time, "--steps", str(args.steps)]
         wall["loops2"] = timed_together([[*loop, "--half", "0"], [*loop, "--half", "1"]], ROOT)
@@ -203,14 +236,15 @@ def main() -> None:
     parts += [[f"- of which in the driver: {label}", f"{seconds / n:.2f}", f"{100 * seconds / wall['search1']:.1f}%"]
               for label, seconds in driver.items()]
     body += "\n\n" + table(["where arm 1's time goes", "s per trial", "share of its wall"], parts)
+    empty = ", ".join(f"{where} {seconds:.0f}" for where, seconds in idle.items())
     body += (f"\n\n{n} trials of at most {args.steps} steps, {inside['reports']:.1f} reports each on average. The "
              f"search one trial at a time takes **{overhead:.2f}x** the plain loop's wall time for the same trials; "
              f"two one-thread trials at a time train **{speedup:.2f}x** the plain loop's steps per second, and two "
              f"plain loops at once, without Ray, **{ceiling:.2f}x**: the search at two reaches "
              f"{speedup / ceiling:.0%} of what two one-thread processes train here. Arm 3's trials filled "
              f"{busy / (2 * wall['search2']):.0%} of its two slots over its wall time ({busy:.0f} trial-seconds of "
-             f"{2 * wall['search2']:.0f}; the rest: Ray's start, the data, a slot idle while the last trial trains "
-             f"alone, Tune's work between trials); counted over the trials' own time, its steps per second are "
+             f"{2 * wall['search2']:.0f}; the slot-seconds with no trial: {empty}); counted over the trials' own "
+             f"time, its steps per second are "
              f"{steps['search2'] / (busy / 2) / rate['loop']:.2f}x the loop's. Each report "
              f"(the checkpoint folder copied into Tune's storage, the result handed to the driver) takes {per_report}. "
              f"A fresh Python importing the trainable takes {imports:.1f} s: what each trial would pay if it started "
