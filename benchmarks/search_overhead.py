@@ -153,7 +153,7 @@ def idle_slots(out: str, began: float, ended: float, slots: int = 2) -> dict[str
         last = json.loads(lines[-1])
         spans.append((last["timestamp"] - last["time_total_s"], float(last["timestamp"])))
     first, last_start, last_end = min(s for s, _ in spans), max(s for s, _ in spans), max(e for _, e in spans)
-    marks = sorted({first, last_start, last_end, *(t for span in spans for t in span)})
+    marks = sorted({t for span in spans for t in span})  # (first, last_start and last_end among them)
     between = end = 0.0
     for a, b in itertools.pairwise(marks):
         running = sum(1 for s, e in spans if s < b and e > a)
