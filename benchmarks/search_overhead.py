@@ -1,7 +1,8 @@
 """Search overhead: a search of short trials against the same trials one after another in a plain loop, the
 speed-up of 2 concurrent one-thread trials over one, and where the search's extra time goes.
 
-    python benchmarks/search_overhead.py [--trials 8] [--steps 30]     (--steps 150: the laptop trial length)
+    python benchmarks/search_overhead.py [--trials 8] [--steps 30] [--scheduler fifo]
+                                                        (--steps 150: the laptop trial length)
 
 Three arms, each timed as a whole command (imports, data, Ray's start and stop included), on real trials (the
 laptop encoder, 400 English and German sentences, batches of 8, an evaluation every steps/3 steps):
@@ -36,12 +37,12 @@ from common import table, timed, timed_together, write_section
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def short(steps: int) -> list[str]:
+def short(steps: int, scheduler: str) -> list[str]:
     """The search flags of every arm: trials of `steps` steps, evaluated 3 times."""
     return ["--dataset", "conll", "--mode", "single", "--targets", "de", "--preset", "laptop", "--final-seeds", "0",
             "--max-steps", str(steps), "--eval-every", str(steps // 3), "--batch-size", "8",
             "--train-sentences", "400", "--eval-sentences", "100", "--cpus-per-trial", "1", "--seed", "0",
-            "--scheduler", "asha"]  # (what it measured: the laptop preset's default was ASHA until 2026-12-04)
+            "--scheduler", scheduler]
 
 
 # What the driver's profile is split into: (label, file suffix, function names); cumulative seconds of each.
@@ -69,7 +70,7 @@ def halves(steps: list[int]) -> tuple[list[int], list[int]]:
     return groups
 
 
-def plain_loop(search_out: str, steps: int, half: int | None = None) -> None:
+def plain_loop(search_out: str, steps: int, scheduler: str, half: int | None = None) -> None:
     """Arm 2: the trials of a finished search, one after another, without Ray (arm 4: one of two halves)."""
     import dataclasses
 
@@ -81,10 +82,11 @@ def plain_loop(search_out: str, steps: int, half: int | None = None) -> None:
     from tune.run import base_config, search_space
     from tune.search import build_parser, settings_from_args
     from tune.space import SEARCHABLE
-    from tune.stages import search_best_weights
+    from tune.stages import checkpoint_seconds, search_best_weights
 
     quiet_libraries()
-    settings = settings_from_args(build_parser().parse_args([*short(steps), "--out", search_out, "--resume"]))
+    settings = settings_from_args(build_parser().parse_args([*short(steps, scheduler), "--out", search_out,
+                                                             "--resume"]))
     base = dataclasses.replace(base_config(settings, "de"), quiet=True, threads=1)
     data = prepare_data(base)
     trials = pd.read_parquet(Path(search_out) / "trials.parquet")
@@ -104,8 +106,9 @@ def plain_loop(search_out: str, steps: int, half: int | None = None) -> None:
                     raise Stop
 
             with contextlib.suppress(Stop):
-                # as a search trial: no test sets, and the same best weights written
-                train(config, data, report=report, score_test=False, best_weights=search_best_weights(settings))
+                # as a search trial: no test sets, the same best weights written, `last` as often
+                train(config, data, report=report, score_test=False, best_weights=search_best_weights(settings),
+                      save_every=checkpoint_seconds(settings))
 
 
 def steps_of(out: str) -> int:
@@ -121,6 +124,22 @@ def trial_seconds(out: str) -> float:
     return float(pd.read_parquet(Path(out) / "trials.parquet")["time_total_s"].sum())
 
 
+def checkpointed(out: str) -> tuple[int, int]:
+    """(reports that carried a checkpoint, reports) of a search with --final-seeds 0 and no resume checkpoint
+    due (`tune.stages.checkpoint_seconds`): the reports of the selectable evaluations that beat their trial's
+    best target-dev F1 so far, from history.parquet."""
+    import pandas as pd
+
+    history = pd.read_parquet(Path(out) / "history.parquet").sort_values(["trial_id", "round"])
+    carried = 0
+    for _, rounds in history.groupby("trial_id"):
+        best = -1.0
+        for row in rounds.itertuples():
+            if row.selectable and row.target_dev_f1 > best:
+                best, carried = row.target_dev_f1, carried + 1
+    return carried, len(history)
+
+
 def trial_parts(out: str) -> dict[str, float]:
     """Seconds per trial, from what arm 1's trials reported: set-up before the first step, training and
     evaluation, and the time inside `tune.report` (a report cannot time itself: each result holds the reports
@@ -133,7 +152,7 @@ def trial_parts(out: str) -> dict[str, float]:
     per_report = (last["report_s"] / (rounds - 1)).where(rounds > 1).mean()
     return {"set-up in the trial (model, optimizer)": last["setup_s"].sum() / n,
             "training and evaluation": (last["elapsed_s"] - last["setup_s"]).sum() / n,
-            "tune.report with the checkpoint's copy": (last["report_s"].sum() + per_report * n) / n,
+            "tune.report, with the checkpoint's copy when it has one": (last["report_s"].sum() + per_report * n) / n,
             "function": last["time_total_s"].sum() / n, "reports": rounds.mean(), "per_report": per_report}
 
 
@@ -186,32 +205,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30, help="steps of a trial, a multiple of 3 (default: 30)")
+    parser.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo",
+                        help="the search's scheduler (default: fifo, the laptop preset's; asha stops trials at "
+                             "its rungs, as the laptop preset did until 2026-12-04)")
     parser.add_argument("--loop", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--half", type=int, choices=(0, 1), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps % 3:
         parser.error("--steps: a multiple of 3 (each trial evaluates 3 times)")
     if args.loop:
-        plain_loop(args.loop, args.steps, args.half)
+        plain_loop(args.loop, args.steps, args.scheduler, args.half)
         return
-    search = [str(ROOT / "tune" / "search.py"), *short(args.steps), "--num-samples", str(args.trials)]
+    search = [str(ROOT / "tune" / "search.py"), *short(args.steps, args.scheduler), "--num-samples", str(args.trials)]
     with tempfile.TemporaryDirectory() as tmp:
         one_at_a_time, two_at_a_time, profile = f"{tmp}/c1", f"{tmp}/c2", Path(tmp) / "driver.prof"
         wall = {"search1": timed([sys.executable, "-m", "cProfile", "-o", str(profile), *search,
                                   "--max-concurrent", "1", "--out", one_at_a_time], ROOT)}
         print("search, 1 at a time:", wall["search1"], flush=True)
-        wall["loop"] = timed([sys.executable, __file__, "--loop", one_at_a_time, "--steps", str(args.steps)], ROOT)
+        loop = [sys.executable, __file__, "--loop", one_at_a_time, "--steps", str(args.steps), "--scheduler",
+                args.scheduler]
+        wall["loop"] = timed(loop, ROOT)
         print("plain loop:", wall["loop"], flush=True)
         began = time.time()
         wall["search2"] = timed([sys.executable, *search, "--max-concurrent", "2", "--out", two_at_a_time], ROOT)
         idle = idle_slots(two_at_a_time, began, began + wall["search2"])
         print("search, 2 at a time:", wall["search2"], flush=True)
-        loop = [sys.executable, __file__, "--loop", one_at_a_time, "--steps", str(args.steps)]
         wall["loops2"] = timed_together([[*loop, "--half", "0"], [*loop, "--half", "1"]], ROOT)
         print("two plain loops at once:", wall["loops2"], flush=True)
         steps = {"search1": steps_of(one_at_a_time), "loop": steps_of(one_at_a_time),
                  "search2": steps_of(two_at_a_time), "loops2": steps_of(one_at_a_time)}
         inside, driver = trial_parts(one_at_a_time), driver_parts(profile)
+        carried, reports = checkpointed(one_at_a_time)
         busy = trial_seconds(two_at_a_time)
     imports = import_seconds()
     names = {"search1": "`tune/search.py`, 1 trial at a time", "loop": "plain loop over the same trials",
@@ -230,7 +254,7 @@ def main() -> None:
     parts = [[label, "-", "-"] if math.isnan(inside[label]) else  # (no trial reported twice)
              [label, f"{inside[label]:.2f}", f"{100 * inside[label] * n / wall['search1']:.1f}%"]
              for label in ("training and evaluation", "set-up in the trial (model, optimizer)",
-                           "tune.report with the checkpoint's copy")]
+                           "tune.report, with the checkpoint's copy when it has one")]
     parts.append(["outside the trial function (the rest of the search's wall time)", f"{outside:.2f}",
                   f"{100 * outside * n / wall['search1']:.1f}%"])
     parts += [[f"- of which in the driver: {label}", f"{seconds / n:.2f}", f"{100 * seconds / wall['search1']:.1f}%"]
@@ -245,13 +269,17 @@ def main() -> None:
              f"{busy / (2 * wall['search2']):.0%} of its two slots over its wall time ({busy:.0f} trial-seconds of "
              f"{2 * wall['search2']:.0f}; the slot-seconds with no trial: {empty}); counted over the trials' own "
              f"time, its steps per second are "
-             f"{steps['search2'] / (busy / 2) / rate['loop']:.2f}x the loop's. Each report "
-             f"(the checkpoint folder copied into Tune's storage, the result handed to the driver) takes {per_report}. "
+             f"{steps['search2'] / (busy / 2) / rate['loop']:.2f}x the loop's. A report takes {per_report} on "
+             f"average: the result handed to the driver, and for the {carried} of arm 1's {reports} reports that "
+             f"carried a checkpoint (those whose evaluation wrote new best weights; no trial ran for "
+             f"--checkpoint-every's 300 s) Ray's copy of the checkpoint folder into Tune's storage. "
              f"A fresh Python importing the trainable takes {imports:.1f} s: what each trial would pay if it started "
              f"a new actor (trials that ask for no GPU reuse their actor). Arm 1's driver ran under cProfile, which "
              f"the wall time includes.")
-    write_section(f"search-overhead-{args.steps}" if args.steps != 30 else "search-overhead",
-                  f"Search overhead and concurrency, trials of {args.steps} steps", body, 1)
+    name = "search-overhead" + (f"-{args.steps}" if args.steps != 30 else "") + \
+        ("-asha" if args.scheduler == "asha" else "")
+    write_section(name, f"Search overhead and concurrency, trials of {args.steps} steps"
+                  + (", ASHA" if args.scheduler == "asha" else ""), body, 1)
 
 
 if __name__ == "__main__":

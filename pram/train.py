@@ -1,9 +1,10 @@
 """The PRAM training loop (Algorithm 1): a plain function, config in, metrics and checkpoints out.
 
 It knows nothing of Ray: a search passes `report`, called after every evaluation with the metrics and the
-folder of the latest checkpoint. Every step is a pure function of (seed, step) for its batches, dropout and
-down-sampling, so a resumed run repeats exactly what an uninterrupted one would have done. What a run
-measures is in `metrics.py`, which weights it keeps in `selection.py`, what it prints in `report.py`.
+checkpoint written at it (None when that evaluation wrote none: `train`'s save_every). Every step is a pure
+function of (seed, step) for its batches, dropout and down-sampling, so a resumed run repeats exactly what an
+uninterrupted one would have done. What a run measures is in `metrics.py`, which weights it keeps in
+`selection.py`, what it prints in `report.py`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pram.selection import empty_best, first_selectable_step, record_best
 
 __all__ = ["build_model", "first_pieces", "first_selectable_step", "lr_at", "pick_device", "train", "train_step"]
 
-Report = Callable[[dict, Path], None]
+Report = Callable[[dict, Path | None], None]
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -117,7 +118,8 @@ def gradient_norms(model, parts: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def train(config: TrainConfig, data: TrainData | None = None, report: Report | None = None,
-          resume: bool = False, score_test: bool = True, best_weights: tuple[str, ...] = SELECTIONS) -> dict:
+          resume: bool = False, score_test: bool = True, best_weights: tuple[str, ...] = SELECTIONS,
+          save_every: float = 0.0) -> dict:
     """Train PRAM; write checkpoints and metrics.json under config.out_dir; return the final metrics.
 
     resume: continue from `out_dir/checkpoints/last` if it exists (the same result as an uninterrupted run).
@@ -125,6 +127,10 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
     best_weights: the selection rules whose best weights are written (`checkpoints/best-<rule>`); every rule's
     best step and score are tracked all the same. A search trial writes only what its search reads back:
     scoring them on test needs every rule's weights, so score_test needs them all.
+    save_every: seconds between writes of `last` (weights, optimizer and banks: the resume point); 0, at every
+    evaluation. Whenever best weights are written, `last` is written beside them, so that a checkpoint's best
+    weights never come from past its resume point. `report` gets `checkpoints/last` when this evaluation wrote
+    it, else None: a search hands Tune a checkpoint only then (`tune.stages.checkpoint_seconds`).
     """
     if score_test and set(best_weights) != set(SELECTIONS):
         raise ValueError(f"score_test scores the weights of every selection rule: best_weights must be {SELECTIONS}")
@@ -150,6 +156,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
     write_json(out / "config.json", run_info)
     elapsed_before, running = state["elapsed"], {}
     setup_s = time.time() - started  # data, model, optimizer and any restore: what precedes the first step
+    saved_at = time.time()  # of `last`, or of this attempt's first step
     with TrainingDisplay(config, console, state["step"]) as display:
         while state["step"] < config.max_steps:
             # Algorithm 1: a labelled batch per source, an unlabelled target batch, the banks, one update.
@@ -167,13 +174,18 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             metrics["collapse"] = collapsed(metrics, config)
             running, state["elapsed"] = {}, elapsed_before + time.time() - started
             metrics["elapsed_s"], metrics["setup_s"] = state["elapsed"], setup_s
+            kept_before = [state["best"][rule]["step"] for rule in best_weights]
             improved = record_best(state, metrics, config, model, ckpt_dir, run_info, write=best_weights)
+            wrote_best = kept_before != [state["best"][rule]["step"] for rule in best_weights]
             state["history"].append(metrics)
-            save_last(ckpt_dir, model, optimizer, banks, state, run_info)
+            saved = save_every <= 0 or wrote_best or time.time() - saved_at >= save_every
+            if saved:
+                save_last(ckpt_dir, model, optimizer, banks, state, run_info)
+                saved_at = time.time()
             write_json(out / "metrics.json", {"history": state["history"]})
             display.evaluation(metrics, improved, data.source_entity_share)
             if report is not None:
-                report(metrics, ckpt_dir / "last")
+                report(metrics, ckpt_dir / "last" if saved else None)
             if config.patience is not None and state["stale"] >= config.patience:
                 display.early_stop()
                 break

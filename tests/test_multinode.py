@@ -75,10 +75,12 @@ def search_command(address: str, out: Path, storage: Path, data_dir: Path) -> li
     """The smoke search as a user starts it on a cluster: --address, half a GPU of a named model per trial,
     storage every node reaches (a file:// URI here, s3:// there). 2 trials, the fewest that can share a GPU,
     and 1 final seed. 240 steps, not the smoke preset's 60: a trial of 2 seconds is too short to see, with
-    Tune's whole-second timestamps, that two ran at once."""
+    Tune's whole-second timestamps, that two ran at once. A checkpoint at every evaluation (--checkpoint-every
+    0): these trials end long before the default's 300 s, and the reclaimed worker's trial is to go on from
+    one."""
     return [sys.executable, "tune/search.py", "--dataset", "conll", "--mode", "multi", "--smoke-test",
             "--targets", "de", "--num-samples", "2", "--final-seeds", "1", "--max-steps", "240",
-            "--eval-every", "80", "--address", address,
+            "--eval-every", "80", "--checkpoint-every", "0", "--address", address,
             "--gpus-per-trial", "0.5", "--accelerator-type", "A10G", "--storage", storage.as_uri(),
             "--data-dir", str(data_dir), "--out", str(out)]
 

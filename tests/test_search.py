@@ -470,7 +470,7 @@ def test_cpu_trials_reuse_their_actors_and_time_their_set_up_and_reports(searche
     for rounds in by_trial.values():
         # set-up (model, optimizer) happens once, before the first step, and within the trial's own clock
         assert len({h["setup_s"] for h in rounds}) == 1 and 0 < rounds[0]["setup_s"] < rounds[0]["elapsed_s"]
-        # report_s: the seconds of the reports before this one (each copies a checkpoint folder, so > 0)
+        # report_s: the seconds of the reports before this one (each hands Tune a result, so > 0)
         assert rounds[0]["report_s"] == 0
         assert all(later["report_s"] > earlier["report_s"] for earlier, later in itertools.pairwise(rounds))
 
@@ -478,12 +478,12 @@ def test_cpu_trials_reuse_their_actors_and_time_their_set_up_and_reports(searche
 @pytest.fixture(scope="module")
 def fifo_search(tmp_path_factory, data_dir) -> tuple[Path, subprocess.CompletedProcess]:
     """Random search without early stopping (the baseline of the search-efficiency benchmark), 3 trials, in
-    which every trial raises once right after its first evaluation (the test-only fault hook): one search for
-    the two tests below."""
+    which every trial raises once right after its first evaluation (the test-only fault hook), checkpointed at
+    every evaluation: one search for the two tests below."""
     root = tmp_path_factory.mktemp("fifo-search")
     out = root / "run"
     run = subprocess.run(search_command(out, data_dir, "--num-samples", "3", "--final-seeds", "0",
-                                        "--sampler", "random", "--scheduler", "fifo"),
+                                        "--sampler", "random", "--scheduler", "fifo", "--checkpoint-every", "0"),
                          cwd=ROOT, env=search_env(root / "cache", PRAM_TUNE_FAIL_AT_STEP=str(FIRST_EVAL)),
                          capture_output=True, text=True, check=False, timeout=400)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -612,8 +612,11 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
             os.kill(pid, signal.SIGKILL)
     assert run.returncode == 0, run.stderr[-3000:]
     assert not leftovers
-    # It says which trial it continues and from where, and Tune's missing-metrics warning is not there.
-    assert re.search(r"^trial \d was interrupted after step \d+; it continues from its checkpoint at step \d+$",
+    # It says which trial it continues and from where, and Tune's missing-metrics warning is not there. (With
+    # the default --checkpoint-every, a smoke trial's only checkpoints are those of its improving evaluations
+    # from step 21 on, when the target term is on: one killed after step 20 starts again.)
+    assert re.search(r"^trial \d was interrupted after step \d+(; it continues from its checkpoint at step \d+|"
+                     r", before its first checkpoint \(--checkpoint-every\); it starts again from step 0)$",
                      run.stderr, flags=re.MULTILINE), run.stderr[-3000:]
     assert "Failed to fetch metrics" not in run.stderr
     assert not (out / "ray" / "processes.json").exists()  # and its own, once it ended
@@ -624,6 +627,11 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
     assert sorted(t["optuna_trial"] for t in trials) == [0, 1, 2, 3]
     assert {t["status"] for t in trials} <= {"TERMINATED", "PRUNED"}
     assert len({t["trial_id"] for t in trials}) == 4
+    # Each trial's rounds are recorded once, at their steps, whether it went on from a checkpoint or from step 0
+    history = pq.read_table(out / "history.parquet").to_pylist()
+    for t in trials:
+        rounds = sorted((h["round"], h["step"]) for h in history if h["trial_id"] == t["trial_id"])
+        assert rounds == [(r, r * FIRST_EVAL) for r in range(1, t["stopped_round"] + 1)]
     # Without a final stage the best trial's weights are the model: they are kept, the others' deleted.
     best = json.loads((out / "best.json").read_text())["de"]["optuna_trial"]
     for t in trials:

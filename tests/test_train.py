@@ -66,6 +66,26 @@ def test_a_search_trial_writes_only_the_weights_its_search_reads(smoke_config, s
         train(replace(smoke_config, out_dir=str(tmp_path / "x")), smoke_data, best_weights=("target-dev",))
 
 
+def test_last_is_written_only_when_due_and_beside_new_best_weights(smoke_config, smoke_data, smoke_run, tmp_path):
+    """save_every longer than the run: `last` is written only with best weights, and `report` gets a checkpoint
+    only at those evaluations: the selectable ones that beat every earlier target-dev F1 of the same run."""
+    best, improving = -1.0, []
+    for h in smoke_run["history"]:
+        if h["selectable"] and h["target_dev_f1"] > best:
+            best, improving = h["target_dev_f1"], [*improving, h["step"]]
+    assert improving  # (the target term is on from step 21: not the evaluation at step 20)
+    for weights, expected in (((), []), (("target-dev",), improving)):
+        out, handed = tmp_path / f"kept-{len(weights)}", []
+        train(replace(smoke_config, out_dir=str(out)), smoke_data, score_test=False, best_weights=weights,
+              save_every=1e9, report=lambda metrics, checkpoint, to=handed: to.append((metrics["step"], checkpoint)))
+        assert [step for step, _ in handed] == [20, 40, 60]
+        assert [step for step, checkpoint in handed if checkpoint is not None] == expected
+        last = out / "checkpoints" / "last"
+        assert last.exists() == bool(expected)
+        if expected:
+            assert json.loads((last / "state.json").read_text())["step"] == expected[-1]
+
+
 def test_only_first_pieces_enter_the_loss(smoke_config, smoke_data):
     model = build_model(smoke_config, smoke_data, "cpu")
     rows = smoke_data.source_train["en"][:4]

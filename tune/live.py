@@ -112,6 +112,9 @@ class LiveView(Callback):
             step = (trial.checkpoint.get_metadata() or {}).get("step", last)
             self._log(f"{self._name(trial.config)} was interrupted after step {last}; it continues from its "
                       f"checkpoint at step {step}")
+        elif first and last and not trial.last_result.get("final"):
+            self._log(f"{self._name(trial.config)} was interrupted after step {last}, before its first "
+                      "checkpoint (--checkpoint-every); it starts again from step 0")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         best = self._best.get(trial.trial_id)  # (on_trial_result has seen its last result)

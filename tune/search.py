@@ -78,6 +78,8 @@ class Settings:
     sampler: str = "tpe"
     scheduler: str = "asha"
     keep_checkpoints: bool = False
+    checkpoint_every: float = 300.0
+    """--checkpoint-every: seconds between a trial's resume checkpoints (`tune.stages.checkpoint_seconds`)."""
     connect_timeout: float = 15.0
     deterministic: bool = False
     """--deterministic: the reproducible mode (one trial at a time, a sampler seeded by each trial's number)."""
@@ -193,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "the best settings (the best trial's are kept when it does not), and each final run "
                         "keeps only the weights chosen on target dev and on source dev, not the last step's "
                         "weights and optimizer state that only resuming it needs)")
+    p.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
+                   help="seconds of a trial between its resume checkpoints (default: 300; 0: at every "
+                        "evaluation). A trial killed with the search, or retried after an error, goes on from "
+                        "its last one, so at most this much of its training is redone; weights a run keeps "
+                        "are checkpointed whenever they improve, and HyperBand and --keep-checkpoints "
+                        "checkpoint every evaluation. Each checkpoint costs a trial the writing of its "
+                        "weights and optimizer state and Ray's copy of them")
     p.add_argument("--max-failures", type=int, default=2,
                    help="times a trial that raised is retried from its last checkpoint (default: 2)")
     p.add_argument("--out", default=None, help="results folder (default: results/<dataset>-<mode>-<preset>)")
@@ -253,7 +262,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     for flag, value, least in (("--num-samples", args.num_samples, 1),
                                ("--max-concurrent", args.max_concurrent, 1),
                                ("--final-seeds", args.final_seeds, 0),
-                               ("--max-failures", args.max_failures, 0)):
+                               ("--max-failures", args.max_failures, 0),
+                               ("--checkpoint-every", args.checkpoint_every, 0)):
         if value is not None and value < least:
             raise UserError(f"{flag} {value}: must be at least {least}")
     if args.deterministic and args.max_concurrent not in (None, 1):
@@ -278,7 +288,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cache_dir=str(Path(args.cache_dir).resolve()) if args.cache_dir else None, ranges=tuple(args.ranges),
         train=train, prune_collapsed=args.prune_collapsed, max_failures=args.max_failures,
         accelerator_type=args.accelerator_type, sampler=args.sampler, scheduler=scheduler,
-        keep_checkpoints=args.keep_checkpoints, connect_timeout=args.connect_timeout,
+        keep_checkpoints=args.keep_checkpoints, checkpoint_every=args.checkpoint_every,
+        connect_timeout=args.connect_timeout,
         deterministic=args.deterministic, optuna_storage=args.optuna_storage,
         space=(args.space or "paper") if (args.space or "paper") in SHIPPED else str(space.resolve()),
         space_sha256=space_hash(space.read_text(encoding="utf-8")))

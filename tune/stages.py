@@ -32,7 +32,7 @@ def _trainable(s, name: str, base, data, resources: dict, report_test: bool, tri
     work = Path(s.out) / "ray" / "work" / name
     trainable = tune.with_parameters(trial, base=base, data=data, work_dir=str(work),
                                      threads=max(1, int(s.cpus_per_trial)), report_test=report_test,
-                                     best_weights=best_weights)
+                                     best_weights=best_weights, save_every=checkpoint_seconds(s))
     return tune.with_resources(trainable, resources)
 
 
@@ -45,6 +45,18 @@ def search_best_weights(s) -> tuple[str, ...]:
     if s.keep_checkpoints:
         return SELECTIONS
     return () if s.final_seeds else (s.objective,)
+
+
+def checkpoint_seconds(s) -> float:
+    """Seconds between a trial's resume checkpoints (`pram.train.train`'s save_every): --checkpoint-every, or 0
+    (every evaluation) where something reads them all: HyperBand, which pauses a trial after any evaluation and
+    goes on from its checkpoint, and --keep-checkpoints. ASHA and FIFO never go back to a checkpoint; only a
+    resume after a kill or a retry after an error does, and those redo at most --checkpoint-every seconds of a
+    trial. Weights a run keeps are checkpointed whenever they are written, whatever this says. Each checkpoint
+    costs a trial the writing of `last` and Ray's copy of the folder (search_overhead.py)."""
+    if s.keep_checkpoints or s.scheduler == "hyperband":
+        return 0.0
+    return s.checkpoint_every
 
 
 class NoResultFiles(logging.Filter):

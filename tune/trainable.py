@@ -1,4 +1,5 @@
-"""The Ray Tune function trainable: `pram.train.train` with one report (and checkpoint) per evaluation.
+"""The Ray Tune function trainable: `pram.train.train` with one report per evaluation, and a checkpoint with the
+reports whose evaluation wrote one (`tune.stages.checkpoint_seconds`).
 
 Test-only fault injection: with PRAM_TUNE_FAIL_AT_STEP=N in the environment, a trial that started from
 scratch raises right after reporting step N; its retry starts from that checkpoint and does not raise again.
@@ -30,7 +31,7 @@ class InjectedFault(RuntimeError):
 
 
 def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, threads: int,
-              report_test: bool = False, best_weights: tuple[str, ...] = SELECTIONS) -> None:
+              report_test: bool = False, best_weights: tuple[str, ...] = SELECTIONS, save_every: float = 0.0) -> None:
     """One trial: `config` holds the sampled settings (and, for a final run, its seed).
 
     base and data come through `tune.with_parameters`: data is loaded and tokenised once by the driver.
@@ -38,6 +39,7 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
     report hands over, so the working copy is deleted when the trial ends. That folder holds `last` and the
     best weights of the selection rules in best_weights (`pram.train.train`): all of them in a final run, which
     scores them on test; in a search trial only what the search keeps (`tune.stages.search_best_weights`).
+    save_every: `pram.train.train`'s; a report hands Tune a checkpoint only when its evaluation wrote `last`.
     """
     out_dir = Path(work_dir) / tune.get_context().get_trial_id()
     settings = {k: v for k, v in config.items() if k in TRAIN_FIELDS}
@@ -48,11 +50,13 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
     where = _placement()
     reporting = {"report_s": 0.0}  # this attempt's seconds inside tune.report, the checkpoint's copy included
 
-    def report(metrics: dict, last_checkpoint_dir: Path) -> None:
-        # The whole checkpoints/ folder: pram's final test scores need best-* too after a resume elsewhere.
-        checkpoint = tune.Checkpoint.from_directory(str(Path(last_checkpoint_dir).parent))
+    def report(metrics: dict, last_checkpoint_dir: Path | None) -> None:
         cpu_s = meta["cpu_s"] + time.process_time() - started_cpu
-        checkpoint.set_metadata({"cpu_s": cpu_s, "step": metrics["step"], "starts": meta["starts"]})
+        checkpoint = None
+        if last_checkpoint_dir is not None:
+            # The whole checkpoints/ folder: pram's final test scores need best-* too after a resume elsewhere.
+            checkpoint = tune.Checkpoint.from_directory(str(Path(last_checkpoint_dir).parent))
+            checkpoint.set_metadata({"cpu_s": cpu_s, "step": metrics["step"], "starts": meta["starts"]})
         began = time.perf_counter()
         # (report_s holds the reports before this one: a report cannot time itself)
         tune.report({**_scalars(metrics), "cpu_s": cpu_s, "starts": meta["starts"], **reporting, **where},
@@ -63,7 +67,7 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
 
     try:
         final = train(train_config, data, report=report, resume=meta["step"] > 0, score_test=report_test,
-                      best_weights=best_weights)
+                      best_weights=best_weights, save_every=save_every)
         if report_test:
             tune.report({"final": True, **_test_scalars(final), "cpu_s": meta["cpu_s"] +
                          time.process_time() - started_cpu, "starts": meta["starts"], **where})
