@@ -8,8 +8,8 @@ Three arms, each timed as a whole command (imports, data, Ray's start and stop i
 laptop encoder, 400 English and German sentences, batches of 8, an evaluation every steps/3 steps):
 1. `tune/search.py` with one trial at a time and one CPU (one torch thread) per trial, its driver under cProfile;
 2. a plain Python loop that builds the same configurations (read back from arm 1's trials.parquet) and calls
-   `pram.train.train` on each, stopping each where ASHA stopped it, writing the checkpoints a search trial
-   writes (`tune.stages.search_best_weights`), one torch thread;
+   `pram.train.train` on each, stopping each where the scheduler stopped it, writing the checkpoints a search trial
+   writes, as often (`tune.stages.search_best_weights`, `checkpoint_seconds`), one torch thread;
 3. `tune/search.py` with two one-thread trials at a time;
 4. two plain loops at once, each over half of arm 1's trials (split to near-equal steps), no Ray: the most two
    one-thread processes train on this machine with this model, the ceiling for arm 3.
@@ -243,7 +243,7 @@ def main() -> None:
              "loops2": "two plain loops at once, half the trials each (no Ray)"}
     rows = [[names[k], f"{wall[k]:.0f}", steps[k], f"{steps[k] / wall[k]:.2f}"]
             for k in ("loop", "search1", "search2", "loops2")]
-    body = table(["arm", "wall s", "training steps (after ASHA)", "steps/s"], rows)
+    body = table(["arm", "wall s", "training steps (after early stopping)", "steps/s"], rows)
     overhead = wall["search1"] / wall["loop"]
     per_report = ("- (no trial reported twice: ASHA stopped each at its first evaluation)"
                   if math.isnan(inside["per_report"]) else f"{inside['per_report']:.2f} s")
