@@ -27,16 +27,16 @@ def first_selectable_step(config: TrainConfig) -> int:
 
 
 def record_best(state: dict, metrics: dict, config: TrainConfig, model, ckpt_dir: Path, run_info: dict,
-                write: tuple[str, ...] = SELECTIONS) -> bool:
+                write: tuple[str, ...] = SELECTIONS) -> tuple[bool, bool]:
     """Track the best evaluation by each selection metric, and keep its weights as `best-<rule>` for the rules
-    in `write`; return whether the configured one improved.
+    in `write`; return (whether the configured one improved, whether any weights were written).
 
     Only evaluations from `first_selectable_step` on compete; the ones before it neither win nor count
     toward patience."""
     metrics["selectable"] = metrics["step"] >= first_selectable_step(config)
     if not metrics["selectable"]:
-        return False
-    improved = False
+        return False, False
+    improved = wrote = False
     for selection in SELECTIONS:
         score = metrics[OBJECTIVE_METRICS[selection]]
         best = state["best"][selection]
@@ -45,6 +45,7 @@ def record_best(state: dict, metrics: dict, config: TrainConfig, model, ckpt_dir
             if selection in write:
                 save_checkpoint(ckpt_dir / f"best-{selection}", model.trainable_state_dict(),
                                 {**run_info, "step": metrics["step"], "selection": selection, "score": score})
+                wrote = True
             improved |= selection == config.selection
     state["stale"] = 0 if improved else state["stale"] + 1
-    return improved
+    return improved, wrote

@@ -174,9 +174,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             metrics["collapse"] = collapsed(metrics, config)
             running, state["elapsed"] = {}, elapsed_before + time.time() - started
             metrics["elapsed_s"], metrics["setup_s"] = state["elapsed"], setup_s
-            kept_before = [state["best"][rule]["step"] for rule in best_weights]
-            improved = record_best(state, metrics, config, model, ckpt_dir, run_info, write=best_weights)
-            wrote_best = kept_before != [state["best"][rule]["step"] for rule in best_weights]
+            improved, wrote_best = record_best(state, metrics, config, model, ckpt_dir, run_info, write=best_weights)
             state["history"].append(metrics)
             saved = save_every <= 0 or wrote_best or time.time() - saved_at >= save_every
             if saved:

@@ -108,11 +108,13 @@ class LiveView(Callback):
         first = trial.trial_id not in self._seen
         self._seen.add(trial.trial_id)
         last = (trial.last_result or {}).get("step")
-        if first and last and trial.checkpoint is not None:
+        if not (first and last):
+            return
+        if trial.checkpoint is not None:
             step = (trial.checkpoint.get_metadata() or {}).get("step", last)
             self._log(f"{self._name(trial.config)} was interrupted after step {last}; it continues from its "
                       f"checkpoint at step {step}")
-        elif first and last and not trial.last_result.get("final"):
+        elif not trial.last_result.get("final"):
             self._log(f"{self._name(trial.config)} was interrupted after step {last}, before its first "
                       "checkpoint (--checkpoint-every); it starts again from step 0")
 
