@@ -101,7 +101,7 @@ def plain_loop(search_out: str, steps: int, scheduler: str, half: int | None = N
                 params["gamma"] = None if pd.isna(params["gamma"]) else params["gamma"]
             config = dataclasses.replace(base, **params, out_dir=f"{work}/{i}")
 
-            def report(metrics, _checkpoint, stop=int(trial.stopped_step), pruned=trial.status == "PRUNED"):
+            def report(metrics, _checkpoint, _last, stop=int(trial.stopped_step), pruned=trial.status == "PRUNED"):
                 if pruned and metrics["step"] >= stop:
                     raise Stop
 
@@ -125,19 +125,16 @@ def trial_seconds(out: str) -> float:
 
 
 def checkpointed(out: str) -> tuple[int, int]:
-    """(reports that carried a checkpoint, reports) of a search with --final-seeds 0 and no resume checkpoint
-    due (`tune.stages.checkpoint_seconds`): the reports of the selectable evaluations that beat their trial's
-    best target-dev F1 so far, from history.parquet."""
-    import pandas as pd
+    """(reports that carried a checkpoint, reports) of a search: the results Tune recorded with one (their
+    `checkpoint_dir_name`, in each trial's result.json)."""
+    import json
 
-    history = pd.read_parquet(Path(out) / "history.parquet").sort_values(["trial_id", "round"])
-    carried = 0
-    for _, rounds in history.groupby("trial_id"):
-        best = -1.0
-        for row in rounds.itertuples():
-            if row.selectable and row.target_dev_f1 > best:
-                best, carried = row.target_dev_f1, carried + 1
-    return carried, len(history)
+    carried = reports = 0
+    for file in Path(out).glob("ray/experiments/search-*/*/result.json"):
+        for line in file.read_text().splitlines():
+            reports += 1
+            carried += json.loads(line).get("checkpoint_dir_name") is not None
+    return carried, reports
 
 
 def trial_parts(out: str) -> dict[str, float]:
@@ -271,7 +268,8 @@ def main() -> None:
              f"time, its steps per second are "
              f"{steps['search2'] / (busy / 2) / rate['loop']:.2f}x the loop's. A report takes {per_report} on "
              f"average: the result handed to the driver, and for the {carried} of arm 1's {reports} reports that "
-             f"carried a checkpoint (those whose evaluation wrote new best weights; no trial ran for "
+             f"carried a checkpoint (Tune's record; with FIFO a trial's kept weights go to Tune with its last "
+             f"report, with ASHA with each evaluation that wrote new ones, and no trial ran for "
              f"--checkpoint-every's 300 s) Ray's copy of the checkpoint folder into Tune's storage. "
              f"A fresh Python importing the trainable takes {imports:.1f} s: what each trial would pay if it started "
              f"a new actor (trials that ask for no GPU reuse their actor). Arm 1's driver ran under cProfile, which "

@@ -39,7 +39,7 @@ OPTUNA_KINDS = ("sqlite", "journal")
 
 
 def sleeping_trial(config: dict, base, data, work_dir: str, threads: int, report_test: bool = False,
-                   best_weights: tuple = (), save_every: float = 0.0, sleep: float = 0.5,
+                   best_weights: tuple = (), save_every: float = 0.0, runs_to_end: bool = False, sleep: float = 0.5,
                    metric: str = "target_dev_f1") -> None:
     """Reports like `tune.trainable.run_trial`: once per evaluation, with a small checkpoint folder."""
     import random

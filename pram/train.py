@@ -1,7 +1,8 @@
 """The PRAM training loop (Algorithm 1): a plain function, config in, metrics and checkpoints out.
 
-It knows nothing of Ray: a search passes `report`, called after every evaluation with the metrics and the
-checkpoint written at it (None when that evaluation wrote none: `train`'s save_every). Every step is a pure
+It knows nothing of Ray: a search passes `report`, called after every evaluation with the metrics, the
+checkpoint written at it (None when that evaluation wrote none: `train`'s save_every) and whether it is the run's
+last evaluation. Every step is a pure
 function of (seed, step) for its batches, dropout and down-sampling, so a resumed run repeats exactly what an
 uninterrupted one would have done. What a run measures is in `metrics.py`, which weights it keeps in
 `selection.py`, what it prints in `report.py`.
@@ -33,7 +34,7 @@ from pram.selection import empty_best, first_selectable_step, record_best
 
 __all__ = ["build_model", "first_pieces", "first_selectable_step", "lr_at", "pick_device", "train", "train_step"]
 
-Report = Callable[[dict, Path | None], None]
+Report = Callable[[dict, Path | None, bool], None]  # (metrics, checkpoint written, last evaluation)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -130,7 +131,8 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
     save_every: seconds between writes of `last` (weights, optimizer and banks: the resume point); 0, at every
     evaluation. Whenever best weights are written, `last` is written beside them, so that a checkpoint's best
     weights never come from past its resume point. `report` gets `checkpoints/last` when this evaluation wrote
-    it, else None: a search hands Tune a checkpoint only then (`tune.stages.checkpoint_seconds`).
+    it, else None, and whether no evaluation follows (the last step, or patience spent): a search hands Tune a
+    checkpoint only from those (`tune.trainable.run_trial`).
     """
     if score_test and set(best_weights) != set(SELECTIONS):
         raise ValueError(f"score_test scores the weights of every selection rule: best_weights must be {SELECTIONS}")
@@ -182,9 +184,11 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                 saved_at = time.time()
             write_json(out / "metrics.json", {"history": state["history"]})
             display.evaluation(metrics, improved, data.source_entity_share)
+            patience_spent = config.patience is not None and state["stale"] >= config.patience
             if report is not None:
-                report(metrics, ckpt_dir / "last" if saved else None)
-            if config.patience is not None and state["stale"] >= config.patience:
+                report(metrics, ckpt_dir / "last" if saved else None,
+                       patience_spent or state["step"] >= config.max_steps)
+            if patience_spent:
                 display.early_stop()
                 break
     return _finish(config, data, model, ckpt_dir, state, device, console, out, score_test)

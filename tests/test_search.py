@@ -454,6 +454,19 @@ def test_rays_files_stay_in_the_folder_and_spent_checkpoints_are_gone(searched):
     assert not list((out / "ray" / "work").glob("*/*"))  # the trials' working copies are gone
 
 
+@pytest.mark.slow
+def test_trials_hand_tune_a_checkpoint_only_when_a_resume_or_the_search_needs_it(searched):
+    """Smoke trials end long before --checkpoint-every's 300 s. A search trial followed by a final stage keeps no
+    weights, so it hands Tune none; a final run, which no scheduler stops, hands its best weights (and `last`)
+    once, with its last evaluation, however often they improved before."""
+    for stage in ("search-de", "final-de"):
+        for trial, rows in tune_results(searched / "ray" / "experiments", stage).items():
+            handed = [r.get("checkpoint_dir_name") for r in rows if not r.get("final")]
+            expected = [None] * len(handed) if stage == "search-de" else [None] * (len(handed) - 1) + [
+                "checkpoint_000000"]
+            assert handed == expected, (stage, trial)
+
+
 def test_cpu_trials_reuse_their_actors_and_time_their_set_up_and_reports(searched):
     out = searched
     # The smoke search runs 2 one-CPU trials at a time: its 4 search trials and its 4 final runs share

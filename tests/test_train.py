@@ -76,14 +76,36 @@ def test_last_is_written_only_when_due_and_beside_new_best_weights(smoke_config,
     assert improving  # (the target term is on from step 21: not the evaluation at step 20)
     for weights, expected in (((), []), (("target-dev",), improving)):
         out, handed = tmp_path / f"kept-{len(weights)}", []
+
+        def report(metrics, checkpoint, last, to=handed):
+            to.append((metrics["step"], checkpoint, last))
+
         train(replace(smoke_config, out_dir=str(out)), smoke_data, score_test=False, best_weights=weights,
-              save_every=1e9, report=lambda metrics, checkpoint, to=handed: to.append((metrics["step"], checkpoint)))
-        assert [step for step, _ in handed] == [20, 40, 60]
-        assert [step for step, checkpoint in handed if checkpoint is not None] == expected
+              save_every=1e9, report=report)
+        assert [(step, last) for step, _, last in handed] == [(20, False), (40, False), (60, True)]
+        assert [step for step, checkpoint, _ in handed if checkpoint is not None] == expected
         last = out / "checkpoints" / "last"
         assert last.exists() == bool(expected)
         if expected:
             assert json.loads((last / "state.json").read_text())["step"] == expected[-1]
+
+
+def test_report_says_which_evaluation_is_the_last_when_patience_ends_the_run(smoke_config, smoke_data, tmp_path):
+    """With patience 1 the run ends at the first selectable evaluation (from step 21) whose target-dev F1 does
+    not beat every earlier one, or at its last step; only that report is told it is the last."""
+    handed = []
+    config = replace(smoke_config, out_dir=str(tmp_path), eval_every=10, patience=1)
+    train(config, smoke_data, score_test=False, best_weights=(),
+          report=lambda metrics, checkpoint, last: handed.append((metrics["step"], metrics["target_dev_f1"], last)))
+    best, stop = -1.0, config.max_steps
+    for step, f1, _ in handed:
+        if step > config.beta_start_step:
+            if f1 <= best:
+                stop = step
+                break
+            best = f1
+    assert [step for step, _, _ in handed] == list(range(10, stop + 1, 10))
+    assert [last for _, _, last in handed] == [False] * (len(handed) - 1) + [True]
 
 
 def test_only_first_pieces_enter_the_loss(smoke_config, smoke_data):
@@ -103,7 +125,7 @@ class Interrupted(Exception):
 
 
 def interrupt_at(step):
-    def report(metrics, checkpoint):
+    def report(metrics, checkpoint, last):
         if metrics["step"] == step:
             raise Interrupted
     return report

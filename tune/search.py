@@ -199,9 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of a trial between its resume checkpoints (default: 300; 0: at every "
                         "evaluation). A trial killed with the search, or retried after an error, goes on from "
                         "its last one, so at most this much of its training is redone; weights a run keeps "
-                        "are checkpointed whenever they improve, and HyperBand and --keep-checkpoints "
-                        "checkpoint every evaluation. Each checkpoint costs a trial the writing of its "
-                        "weights and optimizer state and Ray's copy of them")
+                        "are checkpointed whenever they improve (under FIFO and in the final stage, which stop "
+                        "no trial, with the trial's last report or after this long), and HyperBand and "
+                        "--keep-checkpoints checkpoint every evaluation. Each checkpoint costs a trial the "
+                        "writing of its weights and optimizer state and Ray's copy of them")
     p.add_argument("--max-failures", type=int, default=2,
                    help="times a trial that raised is retried from its last checkpoint (default: 2)")
     p.add_argument("--out", default=None, help="results folder (default: results/<dataset>-<mode>-<preset>)")

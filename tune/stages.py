@@ -27,17 +27,19 @@ from tune.study import Fifo, MarkPruned, RoundsASHA, RoundsHyperBand, StudyHisto
 from tune.trainable import run_trial
 
 
-def _trainable(s, name: str, base, data, resources: dict, report_test: bool, trial=run_trial,
+def _trainable(s, name: str, base, data, resources: dict, report_test: bool, runs_to_end: bool, trial=run_trial,
                best_weights: tuple[str, ...] = SELECTIONS):
+    """runs_to_end: no scheduler stops the stage's trials, so their checkpoints can wait (`run_trial`)."""
     work = Path(s.out) / "ray" / "work" / name
     trainable = tune.with_parameters(trial, base=base, data=data, work_dir=str(work),
                                      threads=max(1, int(s.cpus_per_trial)), report_test=report_test,
-                                     best_weights=best_weights, save_every=checkpoint_seconds(s))
+                                     best_weights=best_weights, save_every=checkpoint_seconds(s),
+                                     runs_to_end=runs_to_end)
     return tune.with_resources(trainable, resources)
 
 
 def search_best_weights(s) -> tuple[str, ...]:
-    """The best weights a search trial writes and hands to Tune at each report, besides `last` (which a resume
+    """The best weights a search trial writes (and hands to Tune, `run_trial`), besides `last` (which a resume
     needs): none when a final stage retrains the best settings (the search's checkpoints are deleted unread);
     without one, the best trial's weights chosen on the objective are the search's model; --keep-checkpoints
     keeps every rule's. Each best-* is as large as the trainable weights (64 MB in the laptop preset, a third
@@ -52,8 +54,10 @@ def checkpoint_seconds(s) -> float:
     (every evaluation) where something reads them all: HyperBand, which pauses a trial after any evaluation and
     goes on from its checkpoint, and --keep-checkpoints. ASHA and FIFO never go back to a checkpoint; only a
     resume after a kill or a retry after an error does, and those redo at most --checkpoint-every seconds of a
-    trial. Weights a run keeps are checkpointed whenever they are written, whatever this says. Each checkpoint
-    costs a trial the writing of `last` and Ray's copy of the folder (search_overhead.py)."""
+    trial. Weights a run keeps are checkpointed whenever they are written, whatever this says, and handed to
+    Tune at once where a scheduler may stop the trial, else with its last report or after these seconds
+    (`run_trial`'s runs_to_end). Each checkpoint costs a trial the writing of `last`, and each hand-over Ray's
+    copy of the folder (search_overhead.py)."""
     if s.keep_checkpoints or s.scheduler == "hyperband":
         return 0.0
     return s.checkpoint_every
@@ -266,8 +270,8 @@ def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, s
 
     name = f"search-{target}"
     storage = open_optuna_storage(storage_file)
-    trainable = _trainable(s, name, base, data, resources, report_test=False, trial=trial,
-                           best_weights=search_best_weights(s))
+    trainable = _trainable(s, name, base, data, resources, report_test=False, runs_to_end=s.scheduler == "fifo",
+                           trial=trial, best_weights=search_best_weights(s))
 
     # Each target's study gets its own seed (seed + its place in --targets): with one seed for all, every
     # target's search would start from the very same configurations.
@@ -314,7 +318,7 @@ def final_stage(s, target: str, base, data, config: dict, resources: dict, concu
     seeds, steps and data (the no-APC baseline) unless s.baseline is off; each run reports test scores last.
     Tune keeps each run's last checkpoint: its best-target-dev and best-source-dev weights."""
     name = f"final-{target}"
-    trainable = _trainable(s, name, base, data, resources, report_test=True)
+    trainable = _trainable(s, name, base, data, resources, report_test=True, runs_to_end=True)
     seeds = [s.seed + i for i in range(s.final_seeds)]
     variants = ["both", "none"] if s.baseline else ["both"]
 

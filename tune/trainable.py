@@ -1,5 +1,6 @@
 """The Ray Tune function trainable: `pram.train.train` with one report per evaluation, and a checkpoint with the
-reports whose evaluation wrote one (`tune.stages.checkpoint_seconds`).
+reports whose evaluation wrote one, or, where the stage's scheduler never stops a trial, with the first report
+after --checkpoint-every's seconds and with the last (`run_trial`).
 
 Test-only fault injection: with PRAM_TUNE_FAIL_AT_STEP=N in the environment, a trial that started from
 scratch raises right after reporting step N; its retry starts from that checkpoint and does not raise again.
@@ -31,7 +32,8 @@ class InjectedFault(RuntimeError):
 
 
 def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, threads: int,
-              report_test: bool = False, best_weights: tuple[str, ...] = SELECTIONS, save_every: float = 0.0) -> None:
+              report_test: bool = False, best_weights: tuple[str, ...] = SELECTIONS, save_every: float = 0.0,
+              runs_to_end: bool = False) -> None:
     """One trial: `config` holds the sampled settings (and, for a final run, its seed).
 
     base and data come through `tune.with_parameters`: data is loaded and tokenised once by the driver.
@@ -40,6 +42,11 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
     best weights of the selection rules in best_weights (`pram.train.train`): all of them in a final run, which
     scores them on test; in a search trial only what the search keeps (`tune.stages.search_best_weights`).
     save_every: `pram.train.train`'s; a report hands Tune a checkpoint only when its evaluation wrote `last`.
+    runs_to_end: the stage's scheduler never stops a trial (FIFO, the final stage), so the checkpoints written
+    beside new best weights can wait: Tune gets the latest one with the first report after save_every seconds
+    and with the trial's last report, and one copy of the folder into Tune's storage (a second or so for the
+    laptop preset's 244 MB) replaces one per improvement. Where a scheduler may stop a trial after any report
+    (ASHA, HyperBand), each is handed at once, since the kept weights of a stopped trial must be Tune's.
     """
     out_dir = Path(work_dir) / tune.get_context().get_trial_id()
     settings = {k: v for k, v in config.items() if k in TRAIN_FIELDS}
@@ -49,19 +56,27 @@ def run_trial(config: dict, base: TrainConfig, data: TrainData, work_dir: str, t
     fail_at = _fault_step(config)
     where = _placement()
     reporting = {"report_s": 0.0}  # this attempt's seconds inside tune.report, the checkpoint's copy included
+    # the newest checkpoint Tune does not have yet (its step and CPU seconds), and when Tune last got one
+    unsent, handed = {}, {"at": time.time()}
 
-    def report(metrics: dict, last_checkpoint_dir: Path | None) -> None:
+    def report(metrics: dict, last_checkpoint_dir: Path | None, last_evaluation: bool) -> None:
         cpu_s = meta["cpu_s"] + time.process_time() - started_cpu
-        checkpoint = None
         if last_checkpoint_dir is not None:
+            unsent.update(folder=Path(last_checkpoint_dir).parent, step=metrics["step"], cpu_s=cpu_s)
+        checkpoint = None
+        if unsent and (not runs_to_end or last_evaluation or time.time() - handed["at"] >= save_every):
             # The whole checkpoints/ folder: pram's final test scores need best-* too after a resume elsewhere.
-            checkpoint = tune.Checkpoint.from_directory(str(Path(last_checkpoint_dir).parent))
-            checkpoint.set_metadata({"cpu_s": cpu_s, "step": metrics["step"], "starts": meta["starts"]})
+            # (Until the next write it is what it was at unsent's step: train writes nothing else there.)
+            checkpoint = tune.Checkpoint.from_directory(str(unsent["folder"]))
+            checkpoint.set_metadata({"cpu_s": unsent["cpu_s"], "step": unsent["step"], "starts": meta["starts"]})
+            unsent.clear()
         began = time.perf_counter()
         # (report_s holds the reports before this one: a report cannot time itself)
         tune.report({**_scalars(metrics), "cpu_s": cpu_s, "starts": meta["starts"], **reporting, **where},
                     checkpoint=checkpoint)
         reporting["report_s"] += time.perf_counter() - began
+        if checkpoint is not None:
+            handed["at"] = time.time()
         if fail_at and metrics["step"] == fail_at and meta["step"] < fail_at:
             raise InjectedFault(f"{FAIL_AT_STEP}={fail_at}: injected fault after step {fail_at}")
 
