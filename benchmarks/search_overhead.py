@@ -270,7 +270,9 @@ def main() -> None:
              f"average: the result handed to the driver, and for the {carried} of arm 1's {reports} reports that "
              f"carried a checkpoint (Tune's record; with FIFO a trial's kept weights go to Tune with its last "
              f"report, with ASHA with each evaluation that wrote new ones, and no trial ran for "
-             f"--checkpoint-every's 300 s) Ray's copy of the checkpoint folder into Tune's storage. "
+             f"--checkpoint-every's 300 s) Ray's copy of the checkpoint folder into Tune's storage. Tune takes a "
+             f"report's time before that copy, so the copy of a trial's last report (with FIFO, every copy) falls "
+             f"outside the trial function's time, and outside arm 3's trial-seconds. "
              f"A fresh Python importing the trainable takes {imports:.1f} s: what each trial would pay if it started "
              f"a new actor (trials that ask for no GPU reuse their actor). Arm 1's driver ran under cProfile, which "
              f"the wall time includes.")
