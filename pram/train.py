@@ -2,10 +2,9 @@
 
 It knows nothing of Ray: a search passes `report`, called after every evaluation with the metrics, the
 checkpoint written at it (None when that evaluation wrote none: `train`'s save_every) and whether it is the run's
-last evaluation. Every step is a pure
-function of (seed, step) for its batches, dropout and down-sampling, so a resumed run repeats exactly what an
-uninterrupted one would have done. What a run measures is in `metrics.py`, which weights it keeps in
-`selection.py`, what it prints in `report.py`.
+last evaluation. Every step is a pure function of (seed, step) for its batches, dropout and down-sampling, so a
+resumed run repeats exactly what an uninterrupted one would have done. What a run measures is in `metrics.py`,
+which weights it keeps in `selection.py`, what it prints in `report.py`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ reports whose evaluation wrote one, or, where the stage's scheduler never stops 
 after --checkpoint-every's seconds and with the last (`run_trial`).
 
 Test-only fault injection: with PRAM_TUNE_FAIL_AT_STEP=N in the environment, a trial that started from
-scratch raises right after reporting step N; its retry starts from that checkpoint and does not raise again.
+scratch raises right after reporting step N; its retry starts from that report's checkpoint (with
+--checkpoint-every 0, as the tests run it, every report hands one) and does not raise again.
 PRAM_TUNE_FAIL_TRIAL=K limits the fault to Optuna trial K (with --max-failures 0 it then ends in ERROR).
 """
 
