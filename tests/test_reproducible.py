@@ -1,6 +1,8 @@
-"""The reproducible mode (--deterministic): two seeded smoke searches, and a third killed mid-search (its Tune
-snapshot cut short, as a kill inside Tune's copy of it leaves it) and resumed, give the same trials, settings,
-early stops and final table; only when and where trials ran differ."""
+"""The reproducible mode (--deterministic): a seeded smoke search, and a second one with the same seed killed
+mid-search (its Tune snapshot cut short, as a kill inside Tune's copy of it leaves it) and resumed, give the same
+trials, settings, early stops and final table; only when and where trials ran differ. (A third search, uninterrupted,
+was dropped to keep CI under 20 minutes: the resumed search is already a second search with the same seed, so a
+mode that stopped being reproducible fails this test too.)"""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from searches import ROOT, run_search, search_command, search_env, session_proce
 
 from pram.results import RUN_COLUMNS
 
-pytestmark = pytest.mark.slow  # three smoke searches, one trial at a time
+pytestmark = pytest.mark.slow  # two smoke searches, one trial at a time
 EXTRA = ("--deterministic", "--num-samples", "4", "--final-seeds", "1", "--no-baseline")
 
 
@@ -38,16 +40,7 @@ def first(tmp_path_factory, data_dir):
     return root / "out"
 
 
-def test_two_seeded_searches_in_the_reproducible_mode_are_the_same(first, tmp_path, data_dir):
-    run = run_search(tmp_path / "out", data_dir, tmp_path / "cache", *EXTRA)
-    assert run.returncode == 0, run.stderr[-3000:]
-    trials, history, final = what_it_did(first)
-    assert what_it_did(tmp_path / "out") == (trials, history, final)
-    assert len(trials) == 4 and final
-    assert {t["status"] for t in trials} <= {"TERMINATED", "PRUNED"}
-
-
-def test_a_search_killed_and_resumed_in_the_reproducible_mode_is_the_same_again(first, tmp_path, data_dir):
+def test_a_search_killed_and_resumed_in_the_reproducible_mode_matches_one_never_killed(first, tmp_path, data_dir):
     out, cache = tmp_path / "out", tmp_path / "cache"
     driver = subprocess.Popen(search_command(out, data_dir, *EXTRA), cwd=ROOT, env=search_env(cache),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -73,4 +66,7 @@ def test_a_search_killed_and_resumed_in_the_reproducible_mode_is_the_same_again(
             os.kill(pid, signal.SIGKILL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"search-de: Tune's snapshot ({snapshot.name}) was cut short by the kill" in resumed.stderr
-    assert what_it_did(out) == what_it_did(first)
+    trials, history, final = what_it_did(first)
+    assert len(trials) == 4 and history and final
+    assert {t["status"] for t in trials} <= {"TERMINATED", "PRUNED"}
+    assert what_it_did(out) == (trials, history, final)
