@@ -114,19 +114,28 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_last(ckpt_dir: Path, model, optimizer: torch.optim.Optimizer, banks, state: dict, run_info: dict) -> None:
-    """`last`: everything a resumed run needs (trainable weights, optimiser moments, prototype banks, state)."""
+def save_last(ckpt_dir: Path, model, optimizer: torch.optim.Optimizer, banks, state: dict, run_info: dict,
+              average=None) -> None:
+    """`last`: everything a resumed run needs (trainable weights, optimiser moments, prototype banks, the weight
+    average of pram/averaging.py where there is one, state)."""
     tensors, optim_meta = optimizer_tensors(optimizer)
     tensors.update(banks.tensors())
+    extra = {}
+    if average is not None:
+        tensors.update(average.tensors())
+        extra = average.state()
     save_checkpoint(Path(ckpt_dir) / "last", model.trainable_state_dict(),
-                    {**run_info, **state, "optimizer": optim_meta}, tensors)
+                    {**run_info, **state, **extra, "optimizer": optim_meta}, tensors)
 
 
-def restore_last(ckpt_dir: Path, model, optimizer: torch.optim.Optimizer, device: str):
-    """Load `last` into model and optimizer; return (state, banks) to continue from."""
+def restore_last(ckpt_dir: Path, model, optimizer: torch.optim.Optimizer, device: str, average=None):
+    """Load `last` into model, optimizer and average; return (state, banks) to continue from."""
     from pram.objective import Banks
 
     weights, state, tensors = load_checkpoint(Path(ckpt_dir) / "last")
     model.load_state_dict(weights, strict=False)
     restore_optimizer(optimizer, tensors, state.pop("optimizer"))
+    if average is not None:
+        average.restore(tensors, state, device)
+    state.pop("average_count", None)
     return state, Banks.from_tensors(tensors, device)

@@ -20,6 +20,7 @@ PROTO_LAYERS = ("last", "mean4")
 PROTO_SPACES = ("hidden", "centered", "projection")
 LAM_WEIGHTS = ("old", "new")
 LR_SCHEDULES = ("constant", "linear")
+AVERAGES = ("none", "ema", "tail")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ class TrainConfig:
     """Fraction of max_steps the linear schedule warms up over."""
     weight_decay: float = 0.01
     """AdamW's decoupled weight decay."""
+    average: str = "none"
+    """Weight averaging (pram/averaging.py): none; ema (an exponential moving average of the weights, decay
+    average_decay after a warm-up); tail (the uniform mean of the weights from average_start on). Evaluation,
+    selection and the saved models use the average."""
+    average_decay: float = 0.99
+    """Decay of the ema average, reached once (1 + n) / (10 + n) passes it (n: updates so far)."""
+    average_start: float = 0.5
+    """Fraction of max_steps after which the tail average begins."""
     max_steps: int = 400
     eval_every: int = 100
     patience: int | None = None
@@ -145,6 +154,9 @@ class TrainConfig:
             (self.lr > 0 and self.weight_decay >= 0, "lr must be positive and weight_decay not negative"),
             (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}"),
             (0 <= self.warmup < 1, "warmup is a fraction of max_steps, in [0, 1)"),
+            (self.average in AVERAGES, f"average must be one of {AVERAGES}"),
+            (0 < self.average_decay < 1, "average_decay must be in (0, 1)"),
+            (0 <= self.average_start < 1, "average_start is a fraction of max_steps, in [0, 1)"),
             (self.head_dropout is None or 0 <= self.head_dropout < 1, "head_dropout must be in [0, 1)"),
         ]
         for ok, message in checks:
@@ -184,9 +196,10 @@ class TrainConfig:
 # ranges (INTEGER ones as whole numbers) or a list, and names, drawn as a choice. Not the step budget
 # (max_steps, eval_every): ASHA compares trials at the same evaluation rounds.
 SEARCHABLE = ("tau", "lam", "alpha", "beta", "gamma", "beta_start", "beta_ramp", "lr", "warmup", "weight_decay",
-              "head_dropout", "batch_size", "target_batch_size", "frozen_layers", "proto_dim")
+              "head_dropout", "batch_size", "target_batch_size", "frozen_layers", "proto_dim", "average_decay",
+              "average_start")
 INTEGER = ("batch_size", "target_batch_size", "frozen_layers", "proto_dim")
-CATEGORICAL = ("proto_layers", "proto_space", "lam_weights", "lr_schedule", "source_sampling")
+CATEGORICAL = ("proto_layers", "proto_space", "lam_weights", "lr_schedule", "source_sampling", "average")
 
 PRESETS: dict[str, dict] = {
     # Seconds on a CPU: a random 2-layer BERT, a few hundred real sentences. For tests and --smoke-test.

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from pram.averaging import WeightAverage
 from pram.batches import batch_at, collate
 from pram.checkpoint import load_checkpoint, restore_last, save_last
 from pram.config import SELECTIONS, TrainConfig
@@ -147,9 +148,10 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     banks = Banks.empty(len(config.sources), len(data.label_names), model.proto_size, device)
+    average = WeightAverage(config, model)
     state = {"step": 0, "history": [], "best": empty_best(), "stale": 0, "elapsed": 0.0}
     if resume and (ckpt_dir / "last").exists():
-        state, banks = restore_last(ckpt_dir, model, optimizer, device)
+        state, banks = restore_last(ckpt_dir, model, optimizer, device, average)
         console.print(f"resumed from {ckpt_dir / 'last'} at step {state['step']}")
     out.mkdir(parents=True, exist_ok=True)
     run_info = {"config": config.to_dict(), "encoder_path": data.encoder_path, "label_names": data.label_names,
@@ -164,22 +166,25 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             banks, terms, gradients = train_step(model, optimizer, banks, data, config, state["step"], device,
                                                  measure_gradients=_evaluates_after(state["step"], config))
             state["step"] += 1
+            average.update(model, state["step"])
             running = {k: running.get(k, 0.0) + v for k, v in terms.items()}
             display.step(terms)
             if not _evaluates_after(state["step"] - 1, config):
                 continue
             n = (state["step"] - 1) % config.eval_every + 1  # steps since the last evaluation
             metrics = {"step": state["step"], "lr": lr_at(config, state["step"] - 1),
-                       **{k: v / n for k, v in running.items()}, **gradients,
-                       **dev_metrics(model, data, config, device, banks), **bank_stats(banks, config.sources)}
-            metrics["collapse"] = collapsed(metrics, config)
-            running, state["elapsed"] = {}, elapsed_before + time.time() - started
-            metrics["elapsed_s"], metrics["setup_s"] = state["elapsed"], setup_s
-            improved, wrote_best = record_best(state, metrics, config, model, ckpt_dir, run_info, write=best_weights)
+                       **{k: v / n for k, v in running.items()}, **gradients}
+            with average.applied(model):  # the averaged weights are what is scored and kept
+                metrics.update(**dev_metrics(model, data, config, device, banks), **bank_stats(banks, config.sources))
+                metrics["collapse"] = collapsed(metrics, config)
+                running, state["elapsed"] = {}, elapsed_before + time.time() - started
+                metrics["elapsed_s"], metrics["setup_s"] = state["elapsed"], setup_s
+                improved, wrote_best = record_best(state, metrics, config, model, ckpt_dir, run_info,
+                                                   write=best_weights)
             state["history"].append(metrics)
             saved = save_every <= 0 or wrote_best or time.time() - saved_at >= save_every
             if saved:
-                save_last(ckpt_dir, model, optimizer, banks, state, run_info)
+                save_last(ckpt_dir, model, optimizer, banks, state, run_info, average)
                 saved_at = time.time()
             write_json(out / "metrics.json", {"history": state["history"]})
             display.evaluation(metrics, improved, data.source_entity_share)
