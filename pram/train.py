@@ -32,7 +32,8 @@ from pram.objective import Banks, Weights, objective_parts
 from pram.report import TrainingDisplay, final_table
 from pram.selection import empty_best, first_selectable_step, record_best
 
-__all__ = ["build_model", "first_pieces", "first_selectable_step", "lr_at", "pick_device", "train", "train_step"]
+__all__ = ["build_model", "first_pieces", "first_selectable_step", "lr_at", "pick_device", "step_batches", "train",
+           "train_step"]
 
 Report = Callable[[dict, Path | None, bool], None]  # (metrics, checkpoint written, last evaluation)
 
@@ -67,6 +68,17 @@ def build_model(config: TrainConfig, data: TrainData, device: str) -> TokenClass
     return model.to(device)
 
 
+def step_batches(config: TrainConfig, data: TrainData, step: int) -> tuple[list[list[int]], list[int]]:
+    """The rows training step `step` reads: a batch of each source's training rows, and of the target's (read
+    only while the target term is on). A function of the seed, the step and the batch sizes alone, so that the
+    trials of a search, which share their seed, train on the same batches wherever their batch sizes agree
+    (common random numbers: what differs between two trials is their settings, not their luck)."""
+    sizes = config.source_batch_sizes([len(data.source_train[lang]) for lang in config.sources])
+    sources = [batch_at(data.source_lengths[lang], size, config.seed + i, step)
+               for i, (lang, size) in enumerate(zip(config.sources, sizes))]
+    return sources, batch_at(data.target_lengths, config.target_batch, config.seed + 997, step)
+
+
 def train_step(model, optimizer, banks: Banks, data: TrainData, config: TrainConfig, step: int, device: str,
                measure_gradients: bool = False):
     """One step of Algorithm 1: a labelled batch from every source and, once the target term is on, a target batch.
@@ -77,19 +89,18 @@ def train_step(model, optimizer, banks: Banks, data: TrainData, config: TrainCon
     generator = torch.Generator().manual_seed(step_seed(config.seed, step))  # down-sampling
     model.train()
     sources = []
-    sizes = config.source_batch_sizes([len(data.source_train[lang]) for lang in config.sources])
-    for i, (lang, size) in enumerate(zip(config.sources, sizes)):
+    source_indices, target_indices = step_batches(config, data, step)
+    for lang, indices in zip(config.sources, source_indices):
         rows = data.source_train[lang]
-        indices = batch_at(data.source_lengths[lang], size, config.seed + i, step)
         with autocast(config, device):
             sources.append(first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device))
     beta = beta_weight(step, config.beta, config.beta_start_step, config.beta_ramp_steps)
     target = None
     if config.apc in ("both", "target") and beta > 0:  # no second pass while the target term is off
         rows = data.target_train
-        indices = batch_at(data.target_lengths, config.target_batch, config.seed + 997, step)
         with autocast(config, device):
-            h_t, logits_t, _ = first_pieces(model, collate([rows[j] for j in indices], data.pad_token_id), device)
+            h_t, logits_t, _ = first_pieces(model, collate([rows[j] for j in target_indices], data.pad_token_id),
+                                            device)
         target = (h_t, logits_t)
     weights = Weights(config.tau, config.lam, config.alpha, beta, config.gamma, config.apc, config.guidance,
                       config.lam_weights, config.proto_space == "centered")

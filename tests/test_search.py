@@ -492,11 +492,13 @@ def test_cpu_trials_reuse_their_actors_and_time_their_set_up_and_reports(searche
 def fifo_search(tmp_path_factory, data_dir) -> tuple[Path, subprocess.CompletedProcess]:
     """Random search without early stopping (the baseline of the search-efficiency benchmark), 3 trials, in
     which every trial raises once right after its first evaluation (the test-only fault hook), checkpointed at
-    every evaluation: one search for the two tests below."""
+    every evaluation, its best two trials trained again with the next seed (--rescore-top 2): one search for the
+    three tests below."""
     root = tmp_path_factory.mktemp("fifo-search")
     out = root / "run"
     run = subprocess.run(search_command(out, data_dir, "--num-samples", "3", "--final-seeds", "0",
-                                        "--sampler", "random", "--scheduler", "fifo", "--checkpoint-every", "0"),
+                                        "--sampler", "random", "--scheduler", "fifo", "--checkpoint-every", "0",
+                                        "--rescore-top", "2"),
                          cwd=ROOT, env=search_env(root / "cache", PRAM_TUNE_FAIL_AT_STEP=str(FIRST_EVAL)),
                          capture_output=True, text=True, check=False, timeout=400)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -528,6 +530,26 @@ def test_random_search_without_early_stopping_trains_every_trial_to_the_end(fifo
     kept = {d.name.split("-")[1]: sorted({p.name for c in d.glob("checkpoint_*") for p in c.iterdir() if p.is_dir()})
             for d in (out / "ray" / "experiments" / "search-de").glob("trial-*")}
     assert kept == {"000": [], "001": [], "002": [], f"{best:03d}": ["best-target-dev", "last"]}
+
+
+@pytest.mark.slow
+def test_rescoring_trains_the_two_best_trials_again_and_keeps_the_best_mean(fifo_search):
+    out, run = fifo_search
+    trials = sorted(pq.read_table(out / "trials.parquet").to_pylist(), key=lambda t: (-t["objective"],
+                                                                                      t["optuna_trial"]))
+    best = json.loads((out / "best.json").read_text())["de"]
+    rescored = {int(n): scores for n, scores in best["rescored"].items()}
+    assert sorted(rescored) == sorted(t["optuna_trial"] for t in trials[:2])
+    for t in trials[:2]:
+        first, second = rescored[t["optuna_trial"]]
+        assert first == t["objective"] and 0 <= second <= 100
+    # the second run of each is a real run with the next seed: Tune recorded its every round
+    runs = tune_results(out / "ray" / "experiments", "rescore-de")
+    assert len(runs) == 2 and all(len(r) >= SMOKE_ROUNDS for r in runs.values())
+    means = {n: sum(s) / 2 for n, s in rescored.items()}
+    assert best["optuna_trial"] == max(means, key=lambda n: (means[n], rescored[n][0], -n))
+    assert best["value"] == rescored[best["optuna_trial"]][0]
+    assert f"(--rescore-top): trial {best['optuna_trial']} (" in run.stderr
 
 
 @pytest.mark.slow

@@ -150,6 +150,8 @@ class LiveView(Callback):
     def _name(config: dict) -> str:
         if "optuna_trial" in config:
             return f"trial {config['optuna_trial']}"
+        if "candidate" in config:  # a re-scoring run (--rescore-top)
+            return f"trial {config['candidate']['rescored_trial']}, seed {config['candidate']['seed']}"
         return ("no-APC " if config.get("apc") == "none" else "") + f"seed {config.get('seed')}"
 
     def _time_left(self, rows: list[dict]) -> str:

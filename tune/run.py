@@ -176,7 +176,8 @@ def _target(s, out: Path, target: str, base: TrainConfig, ranges: dict, storage:
                         resume)
     study = optuna.load_study(study_name=study_name, storage=open_optuna_storage(storage))
     records = collect(grid, target, study, s.metric, resources["gpu"])
-    best[target] = best_entry(study, base, s)
+    rescored = rescore(s, target, base, data, study, resources, concurrency, rounds, resume)
+    best[target] = best_entry(study, base, s, rescored)
     results.write_best(out / "best.json", best)
     retrain = bool(s.final_seeds and best[target])
     if not s.keep_checkpoints:
@@ -249,16 +250,57 @@ def collect(grid, target: str, study: optuna.Study, metric: str, gpus: float) ->
     return records
 
 
-def best_entry(study: optuna.Study, base: TrainConfig, s) -> dict:
-    """The best Optuna trial: among complete ones, else among pruned ones (their value at the stop)."""
+def top_trials(study: optuna.Study, k: int) -> list:
+    """The k complete trials with the highest objective, best first (a tie: the earlier trial first)."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.value is not None]
+    return sorted(done, key=lambda t: (-t.value, t.number))[:k]
+
+
+def rescored_best(first: dict[int, float], second: dict[int, float | None]) -> int:
+    """The trial --rescore-top keeps: the highest mean of its two seeds' objective (`first`: the search's,
+    `second`: the re-scoring run's, None where that run failed); a tie goes to the higher first score, then to
+    the earlier trial. A trial without a second score competes only if none has one (then on its first)."""
+    both = [n for n in first if second.get(n) is not None]
+    if not both:
+        return min(first, key=lambda n: (-first[n], n))
+    return min(both, key=lambda n: (-(first[n] + second[n]) / 2, -first[n], n))
+
+
+def rescore(s, target: str, base: TrainConfig, data, study: optuna.Study, resources: dict, concurrency: int,
+            rounds: int, resume: bool) -> dict | None:
+    """--rescore-top K: the K best trials trained again with seed + 1 (`tune.stages.rescore_stage`); returns
+    {"chosen": the trial kept by `rescored_best`, "scores": {trial: [search score, re-scoring score]}}, or None
+    when there is nothing to choose between."""
+    from tune.stages import free_disk, rescore_stage
+
+    top = top_trials(study, s.rescore_top) if s.rescore_top > 1 else []
+    if len(top) < 2:
+        return None
+    candidates = [{**{k: v for k, v in t.params.items() if k in TRAIN_FIELDS}, "rescored_trial": t.number}
+                  for t in top]
+    grid = rescore_stage(s, target, base, data, candidates, resources, concurrency, rounds, resume)
+    free_disk(grid)  # only the scores are read
+    second = {(r.config or {})["candidate"]["rescored_trial"]: (r.metrics or {}).get(s.metric)
+              for r in grid if r.error is None}
+    first = {t.number: t.value for t in top}
+    return {"chosen": rescored_best(first, second),
+            "scores": {str(n): [first[n], second.get(n)] for n in first}}
+
+
+def best_entry(study: optuna.Study, base: TrainConfig, s, rescored: dict | None = None) -> dict:
+    """The best Optuna trial: the one --rescore-top kept (`rescored`), else the best complete one, else the best
+    pruned one (its value at the stop)."""
     trials = study.get_trials(deepcopy=False)
     for states in ((TrialState.COMPLETE,), (TrialState.PRUNED,)):
         scored = [t for t in trials if t.state in states and t.value is not None]
         if scored:
             top = max(scored, key=lambda t: t.value)
+            if rescored:
+                top = next(t for t in scored if t.number == rescored["chosen"])
             trained = replace(base, **{k: v for k, v in top.params.items() if k in TRAIN_FIELDS})
             return {"study": study.study_name, "optuna_trial": top.number, "state": top.state.name,
                     "objective": s.objective, "value": top.value, "config": top.params,
+                    **({"rescored": rescored["scores"]} if rescored else {}),
                     "sources": list(base.sources), "preset": s.preset, "encoder": base.encoder,
                     # every setting the trial trained with: `pram train --settings best.json` reads it
                     "train_config": {k: v for k, v in trained.to_dict().items() if k not in FOLDERS},
@@ -320,6 +362,11 @@ def write_results(s, out: Path, records, best, finals, bases, exports: dict | No
     write_atomically(out / SUMMARY, results.summary_markdown(run, best, final, counts, exports))
 
 
+def _scores(trial: int, scores: list) -> str:
+    first, second = scores
+    return f"trial {trial} ({first:.2f}, then " + ("no score)" if second is None else f"{second:.2f})")
+
+
 def print_end(s, out: Path, best: dict, console: Console, wall_s: float, resumed: bool = False) -> None:
     from tune.live import duration, summary_table
 
@@ -327,6 +374,13 @@ def print_end(s, out: Path, best: dict, console: Console, wall_s: float, resumed
     counts = Counter((r["target"], r["status"]) for r in pq.read_table(out / "trials.parquet").to_pylist())
     by_target = {t: {status: n for (target, status), n in counts.items() if target == t} for t in best}
     console.print(summary_table(best, final, by_target, s.dataset, s.mode, s.objective))
+    for target, entry in best.items():
+        if entry.get("rescored"):
+            scores = {int(n): v for n, v in entry["rescored"].items()}
+            top, kept = max(scores, key=lambda n: scores[n][0]), entry["optuna_trial"]
+            console.print(f"{target}: the top {len(scores)} trials trained again with seed {s.seed + 1} "
+                          f"(--rescore-top): {_scores(kept, scores[kept])} kept"
+                          + ("" if kept == top else f"; the search's own best was {_scores(top, scores[top])}"))
     if s.mode == "multi":
         console.print("The paper's multi-source PRAM row (Table 4) is missing from its text.")
     encoder = next((entry["encoder"] for entry in best.values() if entry), "?")

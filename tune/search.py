@@ -88,6 +88,9 @@ class Settings:
     space_sha256: str | None = None
     optuna_storage: str = "sqlite"
     """--optuna-storage: the file of the Optuna studies, <out>/optuna.db (sqlite) or <out>/optuna.journal."""
+    rescore_top: int = 0
+    """--rescore-top: the best trials of each target trained again with seed + 1, the best chosen on the mean
+    (`tune.run.rescored_best`); 0 or 1: the best trial of the search as it stands."""
 
     @property
     def metric(self) -> str:
@@ -167,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "Ray's synchronous HyperBand (brackets that keep a third of their trials at each rung, "
                         "pausing a trial until its bracket catches up; some brackets train every trial to the "
                         "end)")
+    p.add_argument("--rescore-top", type=int, default=0, metavar="K",
+                   help="before the final stage, train the K best trials of each target again with the next seed "
+                        "and keep the one with the best mean objective over both seeds: fewer settings chosen by "
+                        "a lucky seed, for K more trials (default: 0, off)")
     p.add_argument("--final-seeds", type=int, default=None,
                    help="seeds each target's best settings are retrained with; 0 skips it "
                         "(default: 2 for smoke and laptop, 5 for paper)")
@@ -264,6 +271,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                                ("--max-concurrent", args.max_concurrent, 1),
                                ("--final-seeds", args.final_seeds, 0),
                                ("--max-failures", args.max_failures, 0),
+                               ("--rescore-top", args.rescore_top, 0),
                                ("--checkpoint-every", args.checkpoint_every, 0)):
         if value is not None and value < least:
             raise UserError(f"{flag} {value}: must be at least {least}")
@@ -291,7 +299,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         accelerator_type=args.accelerator_type, sampler=args.sampler, scheduler=scheduler,
         keep_checkpoints=args.keep_checkpoints, checkpoint_every=args.checkpoint_every,
         connect_timeout=args.connect_timeout,
-        deterministic=args.deterministic, optuna_storage=args.optuna_storage,
+        deterministic=args.deterministic, optuna_storage=args.optuna_storage, rescore_top=args.rescore_top,
         space=(args.space or "paper") if (args.space or "paper") in SHIPPED else str(space.resolve()),
         space_sha256=space_hash(space.read_text(encoding="utf-8")))
 

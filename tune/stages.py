@@ -238,6 +238,8 @@ def trial_dirname(trial) -> str:
     every setting in the name)."""
     if "optuna_trial" in trial.config:
         return f"trial-{trial.config['optuna_trial']:03d}-{trial.trial_id}"
+    if "candidate" in trial.config:
+        return f"rescore-trial-{trial.config['candidate']['rescored_trial']:03d}-{trial.trial_id}"
     variant = trial.config.get("apc", "both")
     return f"{VARIANT_DIRS.get(variant, variant)}-seed-{trial.config.get('seed')}-{trial.trial_id}"
 
@@ -331,6 +333,34 @@ def final_stage(s, target: str, base, data, config: dict, resources: dict, concu
             trainable, param_space=space,
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrency,
                                         reuse_actors=reuses_actors(resources),
+                                        trial_dirname_creator=trial_dirname),
+            run_config=_run_config(s, name, [view], tune.CheckpointConfig(num_to_keep=1)))
+
+    return _fit(s, name, trainable, make_tuner, resume)
+
+
+def rescore_trial(config: dict, **kwargs) -> None:
+    """A re-scoring run (`rescore_stage`): the candidate trial's settings, with the re-scoring seed."""
+    run_trial({k: v for k, v in config["candidate"].items() if k != "rescored_trial"}, **kwargs)
+
+
+def rescore_stage(s, target: str, base, data, candidates: list[dict], resources: dict, concurrency: int,
+                  rounds: int, resume: bool):
+    """The top trials of a search (--rescore-top) trained again with seed + 1 on the same steps and data, so
+    that the best is chosen on two seeds. candidates: each trial's settings with `rescored_trial` (its Optuna
+    number). Nothing is kept but the scores: these runs write no best weights."""
+    name = f"rescore-{target}"
+    trainable = _trainable(s, name, base, data, resources, report_test=False, runs_to_end=True,
+                           trial=rescore_trial, best_weights=())
+    seed = s.seed + 1
+
+    def make_tuner():
+        view = LiveView(f"rescore {target}: the top {len(candidates)} trials again, seed {seed}", len(candidates),
+                        rounds, s.metric, [])
+        space = {"candidate": tune.grid_search([{**c, "seed": seed} for c in candidates])}
+        return tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=reuses_actors(resources),
                                         trial_dirname_creator=trial_dirname),
             run_config=_run_config(s, name, [view], tune.CheckpointConfig(num_to_keep=1)))
 
