@@ -127,23 +127,14 @@ def run_all(arms: list[str], seeds: list[int], parallel: int, smoke: bool) -> No
                 print(f"done: {name}", flush=True)
 
 
-def sentence_counts(gold: list[list[str]], pred: list[list[str]]) -> list[tuple[int, int, int]]:
-    """(correct, predicted, gold) entities of each sentence, by seqeval's rules: micro F1 of any set of sentences
-    is a sum of these (checked against seqeval on the whole set in main)."""
-    from seqeval.metrics.sequence_labeling import get_entities
+def paired(results: dict, arm: str, baseline: str, seeds: list[int]) -> str:
+    """Mean paired test-F1 difference from the baseline arm with its 95% Student-t interval, over seeds."""
+    if arm == baseline:
+        return "-"
+    from pram.stats import compare_seeds
 
-    counts = []
-    for g, p in zip(gold, pred):
-        true, found = set(get_entities(g)), set(get_entities(p))
-        counts.append((len(true & found), len(found), len(true)))
-    return counts
-
-
-def sample_f1(counts: list[tuple[int, int, int]], indices) -> float:
-    correct = sum(counts[i][0] for i in indices)
-    predicted = sum(counts[i][1] for i in indices)
-    true = sum(counts[i][2] for i in indices)
-    return 200 * correct / (predicted + true) if predicted + true else 0.0
+    return compare_seeds([results[(arm, s)]["test_f1"] for s in seeds],
+                         [results[(baseline, s)]["test_f1"] for s in seeds]).interval()
 
 
 def main() -> None:
@@ -171,14 +162,16 @@ def main() -> None:
     rows = []
     for arm in arms:
         runs = [results[(arm, s)] for s in seeds]
-        swing_obj = [abs(r["objective"][-1] - r["objective"][-2]) for r in runs]
-        swing_dev = [abs(r["dev"][last]["f1"] - r["dev"][first]["f1"]) for r in runs]
-        rows.append([arm, mean_sd([r["objective"][-1] for r in runs]), mean_sd(swing_obj),
-                     mean_sd([r["dev"][last]["f1"] for r in runs]), mean_sd(swing_dev),
-                     f"{max(swing_dev):.2f}", mean_sd([r["test_f1"] for r in runs])])
-    header = ["arm", "objective at the end (200 dev sentences)", "its swing from the evaluation before",
-              "whole-dev F1 at the end (mean ± seed sd)", "its swing from the evaluation before", "largest swing",
-              "test F1 of the model at the end"]
+        change_obj = [r["objective"][-1] - r["objective"][-2] for r in runs]
+        change_dev = [r["dev"][last]["f1"] - r["dev"][first]["f1"] for r in runs]
+        rows.append([arm, mean_sd([r["objective"][-1] for r in runs]), mean_sd(change_obj),
+                     mean_sd([r["dev"][last]["f1"] for r in runs]), mean_sd(change_dev),
+                     f"{max(abs(c) for c in change_dev):.2f}", mean_sd([r["test_f1"] for r in runs]),
+                     paired(results, arm, arms[0], seeds)])
+    header = ["arm", "objective at the end (200 dev sentences, mean ± seed sd)",
+              "its change from the evaluation before", "whole-dev F1 at the end", "its change from the evaluation "
+              "before", "largest change, either way", "test F1 of the model at the end",
+              f"test F1 minus {arms[0]}'s, same seed: mean [95% CI]"]
     body = table(header, rows)
 
     rng = random.Random(0)
@@ -187,16 +180,18 @@ def main() -> None:
     per_sentence = statistics.fmean(r["dev"][last]["seconds"] / r["dev"][last]["sentences"]
                                     for r in results.values())
     draws = {n: [rng.sample(range(len(gold)), n) for _ in range(DRAWS)] for n in SAMPLES}
+    from pram.stats import f1, sentence_counts
+
     counts = {key: sentence_counts(gold, r["dev"][last]["pred"]) for key, r in results.items()}
     for key in results:  # the sums give seqeval's F1
-        assert abs(sample_f1(counts[key], range(len(gold))) - whole[key]) < 1e-6, key
+        assert abs(float(f1(counts[key].sum(0))) - whole[key]) < 1e-6, key
     curve = []
     for n in (*SAMPLES, len(gold)):
         if n == len(gold):
             curve.append([f"{n} (whole)", "0", "0%", f"{n * per_sentence:.0f}"])
             continue
         sds, flips = [], []
-        scores = {key: [sample_f1(counts[key], idx) for idx in draws[n]] for key in results}
+        scores = {key: [float(f1(counts[key][idx].sum(0))) for idx in draws[n]] for key in results}
         for key in results:
             sds.append(statistics.stdev(s - whole[key] for s in scores[key]))
         for a, b in itertools.combinations(results, 2):
