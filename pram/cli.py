@@ -172,6 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
                          "is refused)")
     ev.add_argument("--int8", action="store_true", help=INT8_HELP)
 
+    cp = sub.add_parser("compare", help="two systems on the same labelled sentences: F1s, the difference's "
+                        "interval and p-value", description="Compare two systems on the same labelled sentences: "
+                        "each side a `pram predict` output, a checkpoint folder or a run folder (its kept "
+                        "checkpoint). Prints both F1s and A - B with a 95%% paired-bootstrap interval and an "
+                        "approximate-randomization p-value over sentences, overall and per entity type.")
+    cp.add_argument("a", help="side A: a `pram predict` output, a checkpoint folder or a run folder")
+    cp.add_argument("b", help="side B: the same kinds")
+    cp.add_argument("--gold", default=None, metavar="FILE",
+                    help="the labelled file both sides tagged (CoNLL or WikiAnn format)")
+    cp.add_argument("--dataset", choices=("conll", "wikiann"), default=None,
+                    help="or a corpus split as the gold sentences (default with a run folder: its dataset)")
+    cp.add_argument("--lang", default=None, help="its language (default with a run folder: its target)")
+    cp.add_argument("--split", default="test", choices=("train", "dev", "test"), help="its split (default: test)")
+    cp.add_argument("--data-dir", default=None, help="root of the corpora (default: $PRAM_DATA_DIR, ./data, "
+                    "../shared/data)")
+    cp.add_argument("--iterations", type=int, default=2000,
+                    help="bootstrap resamples and random swaps (default: 2000)")
+    cp.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
+    cp.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+
     pr = sub.add_parser("predict", help="tag a CoNLL file or plain text (one sentence per line)")
     pr.add_argument("checkpoint")
     pr.add_argument("file")
@@ -246,6 +266,10 @@ def run(args: argparse.Namespace) -> int:
         from pram.predict import evaluate_command
         return evaluate_command(args.checkpoint, args.dataset, args.lang, args.split, args.data_dir,
                                 args.cache_dir, args.json, args.encoder, args.int8)
+    if args.command == "compare":
+        from pram.compare import compare_command
+        return compare_command(args.a, args.b, args.gold, args.dataset, args.lang, args.split, args.data_dir,
+                               args.json, args.iterations, args.seed)
     if args.command == "predict":
         from pram.predict import predict_command
         return predict_command(args.checkpoint, args.file, args.out, args.encoder, args.int8)
@@ -317,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return search_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "experiment", "evaluate", "predict", "export", "report", "tsne"):
+    if args.command in ("train", "experiment", "evaluate", "compare", "predict", "export", "report", "tsne"):
         quiet_libraries()
     try:
         return run(args)

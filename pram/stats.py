@@ -102,9 +102,9 @@ def compare_seeds(a: list[float], b: list[float], aso_seed: int = 0) -> SeedComp
     return SeedComparison(n, mean, low, high, sd, p, aso, seeds_needed(sd), verdict(low, high, n))
 
 
-def sentence_counts(gold: list[list[str]], pred: list[list[str]]) -> np.ndarray:
-    """(correct, predicted, gold) entities of each sentence, by seqeval's rules (conlleval's chunks): rows that
-    sum to the counts behind seqeval's micro F1 of any set of the sentences."""
+def sentence_counts(gold: list[list[str]], pred: list[list[str]], entity_type: str | None = None) -> np.ndarray:
+    """(correct, predicted, gold) entities of each sentence, by seqeval's rules (conlleval's chunks), of every
+    type or of `entity_type` only: rows that sum to the counts behind seqeval's micro F1 of any set of them."""
     from seqeval.metrics.sequence_labeling import get_entities
 
     if len(gold) != len(pred):
@@ -112,6 +112,8 @@ def sentence_counts(gold: list[list[str]], pred: list[list[str]]) -> np.ndarray:
     rows = []
     for g, p in zip(gold, pred):
         true, found = set(get_entities(g)), set(get_entities(p))
+        if entity_type is not None:
+            true, found = {e for e in true if e[0] == entity_type}, {e for e in found if e[0] == entity_type}
         rows.append((len(true & found), len(found), len(true)))
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 

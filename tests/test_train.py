@@ -229,6 +229,41 @@ def test_evaluate_and_predict_a_checkpoint(smoke_config, smoke_run, data_dir, tm
     assert "Traceback" not in missing.stderr
 
 
+def test_compare_two_predictions_of_the_german_test_set(smoke_config, smoke_data, smoke_run, data_dir, tmp_path,
+                                                      pram):
+    """`pram compare` of two `pram predict` outputs prints the F1s `pram evaluate` gives the two checkpoints, and
+    refuses predictions of other sentences in one line."""
+    other = replace(smoke_config, seed=1, max_steps=40, out_dir=str(tmp_path / "other"))
+    train(other, smoke_data)
+    gold = data_dir / "conll2003" / "de" / "test.txt"
+    env_args = ["--data-dir", str(data_dir), "--cache-dir", smoke_config.cache_dir]
+    f1s, outputs = [], []
+    for name, run in (("a", smoke_config), ("b", other)):
+        checkpoint = f"{run.out_dir}/checkpoints/best-target-dev"
+        scored = pram("evaluate", checkpoint, "--lang", "de", "--json", env_args=env_args)
+        assert scored.returncode == 0, scored.stderr
+        f1s.append(json.loads(scored.stdout)["f1"])
+        outputs.append(tmp_path / f"{name}.tsv")
+        assert pram("predict", checkpoint, str(gold), "--out", str(outputs[-1])).returncode == 0
+    compared = pram("compare", *map(str, outputs), "--gold", str(gold), "--json", "--iterations", "300")
+    assert compared.returncode == 0, compared.stderr
+    found = json.loads(compared.stdout)
+    assert found["sentences"] == 3005
+    assert (found["f1_a"], found["f1_b"]) == (pytest.approx(f1s[0], abs=1e-9), pytest.approx(f1s[1], abs=1e-9))
+    assert f1s[0] != f1s[1] and found["diff"] == pytest.approx(f1s[0] - f1s[1])
+    assert found["low"] <= found["diff"] <= found["high"] and 0 < found["p"] <= 1
+    assert set(found["per_type"]) == {"LOC", "MISC", "ORG", "PER"}
+    table = pram("compare", *map(str, outputs), "--gold", str(gold), "--iterations", "300")
+    assert f"{f1s[0]:.2f}" in table.stdout and f"{f1s[1]:.2f}" in table.stdout and "p (randomization)" in table.stdout
+    # the same file cut short is not the same sentences
+    cut = tmp_path / "cut.tsv"
+    cut.write_text("\n\n".join(outputs[1].read_text(encoding="utf-8").split("\n\n")[:100]) + "\n\n",
+                   encoding="utf-8")
+    refused = pram("compare", str(outputs[0]), str(cut), "--gold", str(gold))
+    assert refused.returncode == 2 and "do not cover the same sentences" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+
+
 @pytest.mark.slow
 def test_a_conll_model_scored_on_wikiann_uses_the_shared_labels(smoke_config, smoke_run, data_dir):
     """CoNLL has MISC and WikiAnn has not: scoring across them counts PER, ORG and LOC only, and says so."""
