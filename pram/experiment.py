@@ -116,23 +116,29 @@ def _sentences(rows: list[dict], target: str, lang: str) -> str:
 
 def paired_lines(rows: list[dict], target: str, selection: str, langs: list[str]) -> list[str]:
     """Each variant minus --apc none, seed by seed: runs with one seed share their batches and initial weights,
-    so the paired difference is the sharper test of an effect than two means with their spreads."""
+    so the paired difference is the sharper test of an effect than two means with their spreads. Each cell: the
+    mean difference, its 95% Student-t interval, the number of pairs and the verdict (`pram.stats`)."""
+    from pram.stats import compare_seeds
+
     f1 = {(r["variant"], r["seed"], r["lang"]): r["f1"] for r in rows
           if (r["target"], r["selection"]) == (target, selection)}
     variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if v != "none"]
     if not any(k[0] == "none" for k in f1) or not variants:
         return []
-    lines = ["Paired by seed, variant minus `--apc none` (mean ± std of the differences):", "",
-             "| variant | pairs | " + " | ".join(f"{lang} Δ F1" for lang in langs) + " |",
-             "|---|---|" + "---|" * len(langs)]
+    lines = ["Paired by seed, variant minus `--apc none`: mean difference [95% interval] (pairs), and what it "
+             "shows:", "",
+             "| variant | " + " | ".join(f"{lang} Δ F1" for lang in langs) + " |",
+             "|---|" + "---|" * len(langs)]
     for v in variants:
-        cells, n = [], 0
+        cells = []
         for lang in langs:
-            diffs = [f1[(v, s, lang)] - f1[("none", s, lang)] for (w, s, la) in f1
-                     if (w, la) == (v, lang) and ("none", s, lang) in f1]
-            n = max(n, len(diffs))
-            cells.append(_mean_sd(diffs, "{:+.2f}"))
-        lines.append(f"| {VARIANT_NAMES.get(v, v)} | {n} | " + " | ".join(cells) + " |")
+            seeds = sorted(s for (w, s, la) in f1 if (w, la) == (v, lang) and ("none", s, lang) in f1)
+            if not seeds:
+                cells.append("")
+                continue
+            c = compare_seeds([f1[(v, s, lang)] for s in seeds], [f1[("none", s, lang)] for s in seeds])
+            cells.append(f"{c.interval()}: {c.verdict}")
+        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 

@@ -73,6 +73,28 @@ def mean_sd(row: dict | None, seeds: bool = True) -> str:
     return f"{row['f1_mean']:.2f}{sd}" + (f" (n={row['seeds']}{at})" if seeds else "")
 
 
+def paired_arms(rows: list[dict], target: str, selection: str, lang: str | None = None):
+    """PRAM against `--apc none` on one test set, paired by seed (`pram.stats.compare_seeds`), or None where the
+    final stage did not run both with the same number of seeds. Each row's f1_per_seed is in seed order and the
+    final stage trains both variants on the same seeds, so the lists pair by position."""
+    from pram.stats import compare_seeds
+
+    a, b = (find_final(rows, target, v, selection, lang or target) for v in FINAL_VARIANTS)
+    if a is None or b is None or len(a["f1_per_seed"]) != len(b["f1_per_seed"]) or not a["f1_per_seed"]:
+        return None
+    return compare_seeds(list(a["f1_per_seed"]), list(b["f1_per_seed"]))
+
+
+def verdict_line(target: str, c) -> str:
+    """One line a reader can act on: the paired difference with its interval, the verdict, what would settle it."""
+    line = f"{target}: PRAM minus no APC {c.interval()}: {c.verdict}"
+    if c.aso is not None:
+        line += f"; ASO eps_min {c.aso:.2f} (below 0.5: PRAM stochastically ahead)"
+    if c.seeds_for_1 is not None and not c.verdict.startswith(("ahead", "behind")):
+        line += f"; {c.seeds_for_1} seeds would detect 1 F1 at this spread (80% power)"
+    return line
+
+
 def test_sentences_line(rows: list[dict]) -> str:
     """`Test sentences scored: de 3005, en 3453.` over final rows (one count per language)."""
     counts = {}

@@ -169,3 +169,17 @@ def randomization_p(counts_a: np.ndarray, counts_b: np.ndarray, iterations: int 
     b = np.where(swap, counts_a, counts_b).sum(1)
     reached = int((np.abs(f1(a) - f1(b)) >= observed - 1e-9).sum())
     return (reached + 1) / (iterations + 1)
+
+
+def expected_best(values: list[float], trials: int) -> tuple[float, float]:
+    """Expected maximum, and its standard deviation, of `trials` draws with replacement from the scores of a
+    search's trials (Dodge et al. 2019, "Show your work": expected validation performance against the number of
+    trials). With the scores sorted v_1 <= ... <= v_N, the maximum of n draws is v_i with probability
+    (i/N)^n - ((i-1)/N)^n."""
+    v = np.sort(np.asarray(values, dtype=float))
+    if len(v) == 0:
+        return math.nan, math.nan
+    i = np.arange(1, len(v) + 1)
+    p = (i / len(v)) ** trials - ((i - 1) / len(v)) ** trials
+    mean = float((p * v).sum())
+    return mean, float(math.sqrt(max(0.0, (p * (v - mean) ** 2).sum())))

@@ -16,11 +16,13 @@ def test_paired_differences_by_hand():
     rows = [{"variant": v, "seed": s, "lang": "de", "f1": f1, "target": "de", "selection": "target-dev"}
             for v, s, f1 in [("both", 0, 60.0), ("both", 1, 55.0), ("none", 0, 58.0), ("none", 1, 56.0)]]
     lines = paired_lines(rows, "de", "target-dev", ["de"])
-    # differences +2.0 and -1.0: mean +0.50, sample std 2.12
-    assert lines[-2] == "| PRAM | 2 | +0.50 ± 2.12 |"
+    # differences +2.0 and -1.0: mean +0.50, sample sd 3 / sqrt 2; t(0.975, 1 df) = 12.7062 (a printed t table),
+    # so the interval is 0.5 -/+ 12.7062 * (3 / sqrt 2) / sqrt 2 = 0.5 -/+ 19.06
+    assert lines[-2] == "| PRAM | +0.50 [-18.56, +19.56] (n=2): no difference shown at 2 seeds |"
     assert paired_lines([r for r in rows if r["variant"] == "both"], "de", "target-dev", ["de"]) == []
-    # one pair (seed 0: 60 - 58) has no spread: the difference alone, no "± 0.00"
-    assert paired_lines([r for r in rows if r["seed"] == 0], "de", "target-dev", ["de"])[-2] == "| PRAM | 1 | +2.00 |"
+    # one pair (seed 0: 60 - 58) has no spread: the difference alone, and no verdict it cannot give
+    assert paired_lines([r for r in rows if r["seed"] == 0], "de", "target-dev", ["de"])[-2] == \
+        "| PRAM | +2.00 (n=1): no difference shown at 1 seed |"
 
 
 def test_a_target_language_is_drawn_only_from_the_runs_where_it_is_the_target():

@@ -279,6 +279,13 @@ def test_the_searchs_page_renders_offline_with_no_console_error(smoke, tmp_path)
     assert {t["name"]: t["y"] for t in gap["traces"]} == {
         "chosen on target dev": [mean[("both", "target-dev")], mean[("none", "target-dev")]],
         "chosen on source dev": [mean[("both", "source-dev")], mean[("none", "source-dev")]]}
+    # the verdict on APC, paired by seed, and what more trials would have given
+    pram_f1, none_f1 = final[("both", "target-dev")]["f1_per_seed"], final[("none", "target-dev")]["f1_per_seed"]
+    diffs = [a - b for a, b in zip(pram_f1, none_f1)]
+    assert f"de: PRAM minus no APC {sum(diffs) / 2:+.2f} [" in text and "(n=2): " in text
+    assert "de: PRAM minus no APC" in (smoke / "summary.md").read_text(encoding="utf-8")
+    [expected] = by_title(figures, "Expected best target-dev F1 against the number of trials")
+    assert [t["points"] for t in expected["traces"] if t["name"] == "de"] == [len(trials)]
     [tsne] = by_title(figures, "Token representations")
     assert set(tsne["axes"]) == {"xaxis", "yaxis", "xaxis2", "yaxis2"}  # no APC beside PRAM
     assert {t["name"] for t in tsne["traces"]} >= {"B-PER (source)", "B-PER (target)", "O (target)"}

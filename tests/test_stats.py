@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 from seqeval.metrics import f1_score
 
-from pram.stats import compare_seeds, compare_sentences, f1, randomization_p, seeds_needed, sentence_counts, verdict
+from pram.stats import (
+    compare_seeds,
+    compare_sentences,
+    expected_best,
+    f1,
+    randomization_p,
+    seeds_needed,
+    sentence_counts,
+    verdict,
+)
 
 
 def test_the_paired_t_interval_by_hand():
@@ -66,3 +75,10 @@ def test_the_bootstrap_interval_of_identical_and_of_uniform_sentences():
     assert (c.f1_a, c.f1_b, c.low, c.high) == (100.0, 0.0, 100.0, 100.0)
     with pytest.raises(ValueError, match="not the same sentences"):
         compare_sentences(same, same[:2])
+
+
+def test_expected_best_of_n_trials_by_hand():
+    # scores 1, 2, 3; the best of 2 draws is 1 with probability 1/9, 2 with 3/9, 3 with 5/9
+    mean, sd = expected_best([3.0, 1.0, 2.0], 2)
+    assert mean == pytest.approx(22 / 9) and sd == pytest.approx(math.sqrt(38) / 9)
+    assert expected_best([3.0, 1.0, 2.0], 1) == (pytest.approx(2.0), pytest.approx(math.sqrt(2 / 3)))

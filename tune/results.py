@@ -26,8 +26,10 @@ from pram.results import (
     VARIANT_NAMES,
     find_final,
     mean_sd,
+    paired_arms,
     search_strategy,
     test_sentences_line,
+    verdict_line,
 )
 
 # Tune's bookkeeping columns, left out of the tables (the trial's own numbers stay).
@@ -194,6 +196,11 @@ def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str,
                      + f" | {trials} | {settings} |")
     shown = [r for r in final if r["variant"] == variants[0] and r["selection"] == objective]
     lines += ["", test_sentences_line(shown)] if shown else []
+    verdicts = [verdict_line(t, c) for t in best if (c := paired_arms(final, t, objective)) is not None]
+    if verdicts:
+        lines += ["", "PRAM against the no-APC baseline on each target's test set, paired by seed (mean difference, "
+                  "its 95% Student-t interval and the number of pairs; `pram/stats.py`):", "",
+                  *(f"- {v}" for v in verdicts)]
     lines += _selection_lines(final, variants) + _other_lines(final, variants, objective)
     commands = [(t, e) for t, e in best.items() if e and e.get("config") is not None]
     if commands:

@@ -129,12 +129,40 @@ def importance_chart(importances: dict[str, tuple[dict[str, float], str]]) -> go
 
 
 def _f1_bar(name: str, rows: list[dict | None], x: list) -> go.Bar:
-    """Mean test F1 over seeds with the standard deviation as error bar; each seed's F1 in the hover."""
+    """Mean test F1 over seeds with its 95% Student-t interval as error bar (none with one seed), n on the bar;
+    each seed's F1 in the hover."""
+    from scipy import stats
+
     seeds = [", ".join(f"{v:.2f}" for v in r["f1_per_seed"]) if r else "" for r in rows]
-    spread = [(r and r["f1_std"]) or 0 for r in rows]
+    half = [stats.t.ppf(0.975, r["seeds"] - 1) * r["f1_std"] / math.sqrt(r["seeds"])
+            if r and r["seeds"] > 1 and r.get("f1_std") is not None else 0 for r in rows]
     return go.Bar(name=name, x=x, y=[r and r["f1_mean"] for r in rows], customdata=seeds,
-                  error_y={"type": "data", "array": spread, "visible": True},
-                  hovertemplate="%{y:.2f} (per seed: %{customdata})")
+                  text=[f"n={r['seeds']}" if r else "" for r in rows], textposition="inside",
+                  error_y={"type": "data", "array": half, "visible": True},
+                  hovertemplate="%{y:.2f} ± %{error_y.array:.2f} (95% interval; per seed: %{customdata})")
+
+
+def expected_best(folder: SearchFolder) -> go.Figure:
+    """Each target's expected best objective against the number of trials (Dodge et al. 2019), with ± one
+    standard deviation: whether more trials would likely have found better settings."""
+    from pram.stats import expected_best as expected
+
+    fig = go.Figure()
+    for target in folder.targets:
+        values = [t["objective"] for t in folder.trials if t["target"] == target and t["status"] != "ERROR"
+                  and t.get("objective") is not None and not math.isnan(t["objective"])]
+        if not values:
+            continue
+        n = list(range(1, len(values) + 1))
+        mean, sd = zip(*(expected(values, k) for k in n))
+        fig.add_trace(go.Scatter(x=n + n[::-1], y=[m + s for m, s in zip(mean, sd)] +
+                                 [m - s for m, s in zip(mean[::-1], sd[::-1])], fill="toself", opacity=0.2,
+                                 line={"width": 0}, showlegend=False, hoverinfo="skip", name=f"{target} ± sd"))
+        fig.add_trace(go.Scatter(x=n, y=list(mean), mode="lines+markers", name=target,
+                                 hovertemplate="%{y:.2f} expected best of %{x} trial(s)"))
+    objective = folder.run.get("objective", "target-dev")
+    return titled(fig, f"Expected best {objective} F1 against the number of trials (band: ± 1 sd)",
+                  "trials", f"expected best {objective} F1 (%)")
 
 
 def paper_rows(dataset: str, mode: str) -> list[tuple[str, dict[str, float | None]]]:
@@ -155,7 +183,7 @@ def paper_rows(dataset: str, mode: str) -> list[tuple[str, dict[str, float | Non
 
 
 def paper_comparison(folder: SearchFolder) -> go.Figure:
-    """Test F1 on each target: our final runs (error bars: standard deviation over seeds) and the paper's."""
+    """Test F1 on each target: our final runs (error bars: 95% interval over seeds) and the paper's."""
     run, objective = folder.run, folder.run.get("objective", "target-dev")
     targets = [t for t in folder.targets if any(r["target"] == t for r in folder.final)]
     fig = go.Figure()
@@ -181,7 +209,7 @@ def final_by_language(folder: SearchFolder) -> go.Figure:
     fig = go.Figure([_f1_bar(VARIANT_NAMES.get(v, v), [folder.final_row(t, v, objective, lang)
                                                        for t, lang in pairs], x) for v in folder.variants()])
     fig.update_layout(barmode="group")
-    return titled(fig, "Test F1 of the final models on every language (mean ± sd over seeds)",
+    return titled(fig, "Test F1 of the final models on every language (mean and 95% interval over seeds)",
                   "model (its target) / test language", "test F1 (%)")
 
 

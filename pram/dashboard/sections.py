@@ -6,7 +6,7 @@ from __future__ import annotations
 from pram.dashboard import figures
 from pram.dashboard.page import Page
 from pram.paper import PAPER_ENCODER, paper_f1, variant_counterpart
-from pram.results import VARIANT_NAMES, SearchFolder, mean_sd, search_strategy
+from pram.results import VARIANT_NAMES, SearchFolder, mean_sd, paired_arms, search_strategy, verdict_line
 
 
 def symbols(params: list[str]) -> list[str]:
@@ -44,6 +44,14 @@ def results(page: Page, folder: SearchFolder) -> None:
     if not folder.final:
         page.note("No final runs in final.parquet (a search with --final-seeds 0): no test F1 to show.")
         return
+    verdicts = [verdict_line(t, c) for t in folder.targets
+                if (c := paired_arms(folder.final, t, objective)) is not None]
+    for line in verdicts:
+        page.text(line)
+    if verdicts:
+        page.note("Paired by seed: both arms train on the same seeds, batches and data, so their difference per "
+                  "seed is the test of APC; the interval is Student's t over those differences. Error bars below "
+                  "are 95% intervals of each mean, n seeds on each bar.")
     page.figure(figures.paper_comparison(folder))
     page.figure(figures.final_by_language(folder))
     page.text("paper-tables.md, beside this page, sets the same numbers in the paper's Tables 2-6.")
@@ -80,6 +88,11 @@ def _picks(folder: SearchFolder, target: str) -> list[list]:
 
 def curves(page: Page, folder: SearchFolder) -> None:
     page.section("Learning curves", "curves")
+    if folder.trials:
+        page.figure(figures.expected_best(folder))
+        page.text("Expected best objective of a search of n trials drawn from this one's (Dodge et al. 2019): "
+                  "still rising at the right, more trials would likely have found better settings; flat, they "
+                  "would not.")
     for target in folder.targets:
         if any(h["target"] == target for h in folder.history):
             page.figure(figures.learning_curves(folder, target))
