@@ -84,3 +84,24 @@ def test_the_wide_space_predict_chunks_and_importance_threshold_the_readme_quote
             "and the representation choices") in readme
     assert f"`pram predict` reads, tags and writes {CHUNK:,} sentences at a time" in readme
     assert f"shown from {MIN_COMPLETE} complete trials a target" in readme
+
+
+def test_the_apc_verdicts_the_readme_quotes_follow_from_the_committed_runs():
+    """The pooled intervals of the two APC verdicts, worked out again from results/*/runs.parquet."""
+    import pyarrow.parquet as pq
+
+    from pram.stats import compare_seeds
+
+    root = Path(__file__).resolve().parents[1]
+    readme, verdicts = (root / "README.md").read_text(), (root / "results" / "VERDICTS.md").read_text()
+    for folder, targets in (("apc-distant", ("ar", "hi", "zh")), ("apc-geometry", ("de", "es", "nl"))):
+        a, b = [], []
+        for target in targets:
+            rows = [r for r in pq.read_table(root / "results" / folder / target / "runs.parquet").to_pylist()
+                    if (r["selection"], r["lang"]) == ("target-dev", target)]
+            f1 = {(r["variant"], r["seed"]): r["f1"] for r in rows}
+            seeds = sorted(s for v, s in f1 if v == "both")
+            a += [f1[("both", s)] for s in seeds]
+            b += [f1[("none", s)] for s in seeds]
+        interval = compare_seeds(a, b).interval()
+        assert interval.split(" (n=")[0] in readme and interval in verdicts, (folder, interval)

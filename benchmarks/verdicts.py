@@ -1,0 +1,122 @@
+"""Every comparison the committed results draw a conclusion from, re-derived with pram/stats.py (issue 46).
+
+    python benchmarks/verdicts.py
+
+Reads the tables in results/ (no training): each `pram experiment` folder's runs.parquet (every variant minus
+`--apc none`, paired by seed, on the target's test set, for both selection rules), pooled over the targets of
+the two APC verdicts (apc-geometry: de, es, nl; apc-distant: ar, hi, zh), and the two search comparisons
+(search-efficiency: TPE against random search, paired by search seed; search-space: `wide` against `paper`).
+Writes results/VERDICTS.md: per comparison the mean paired difference, its 95% Student-t interval and the number
+of pairs, the verdict, deepsig's almost-stochastic-order score where each side has 5 or more, and the pairs a
+1-F1 difference would need at the spread measured.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pram.results import VARIANT_NAMES
+from pram.stats import compare_seeds
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+POOLED = {"apc-geometry": ("de", "es", "nl"), "apc-distant": ("ar", "hi", "zh")}
+
+
+def cells(c) -> list[str]:
+    aso = "-" if c.aso is None else f"{c.aso:.2f}"
+    need = "-" if c.seeds_for_1 is None else str(c.seeds_for_1)
+    return [c.interval(), c.verdict, aso, need]
+
+
+def experiment_rows() -> list[list[str]]:
+    rows = []
+    for table in sorted(RESULTS.glob("**/runs.parquet")):
+        runs = pq.read_table(table).to_pylist()
+        folder = str(table.parent.relative_to(RESULTS))
+        for target in dict.fromkeys(r["target"] for r in runs):
+            for selection in ("target-dev", "source-dev"):
+                f1 = {(r["variant"], r["seed"]): r["f1"] for r in runs
+                      if (r["target"], r["selection"], r["lang"]) == (target, selection, target)}
+                for variant in dict.fromkeys(v for v, _ in f1):
+                    seeds = sorted(s for v, s in f1 if v == variant and ("none", s) in f1)
+                    if variant == "none" or not seeds:
+                        continue
+                    c = compare_seeds([f1[(variant, s)] for s in seeds], [f1[("none", s)] for s in seeds])
+                    rows.append([f"`{folder}`", target, selection, VARIANT_NAMES.get(variant, variant), *cells(c)])
+    return rows
+
+
+def pooled_rows() -> list[list[str]]:
+    rows = []
+    for folder, targets in POOLED.items():
+        for selection in ("target-dev", "source-dev"):
+            a, b = [], []
+            for target in targets:
+                runs = pq.read_table(RESULTS / folder / target / "runs.parquet").to_pylist()
+                f1 = {(r["variant"], r["seed"]): r["f1"] for r in runs
+                      if (r["target"], r["selection"], r["lang"]) == (target, selection, target)}
+                seeds = sorted(s for v, s in f1 if v == "both" and ("none", s) in f1)
+                a += [f1[("both", s)] for s in seeds]
+                b += [f1[("none", s)] for s in seeds]
+            c = compare_seeds(a, b)
+            rows.append([f"`{folder}`", "+".join(targets), selection, "PRAM", *cells(c)])
+    return rows
+
+
+def search_rows() -> list[list[str]]:
+    rows = []
+    arms = {}
+    for path in sorted((RESULTS / "search-efficiency").glob("*.json")):
+        found = json.loads(path.read_text())
+        arms[(found["arm"], found["seed"])] = found
+    seeds = sorted(s for arm, s in arms if arm == "tpe" and ("random", s) in arms)
+    for name, key in (("best dev F1", lambda r: max(r["values"])), ("test F1 of the chosen setting",
+                                                                     lambda r: r["test_f1"])):
+        c = compare_seeds([key(arms[("tpe", s)]) for s in seeds], [key(arms[("random", s)]) for s in seeds])
+        rows.append(["`search-efficiency`", "de", name, "TPE minus random search", *cells(c)])
+    spaces = {}
+    for path in sorted((RESULTS / "search-space" / "searches").glob("*.json")):
+        found = json.loads(path.read_text())
+        spaces[(found["space"], found["seed"])] = found
+    seeds = sorted(s for space, s in spaces if space == "wide" and ("paper", s) in spaces)
+    for name, key in (("best dev F1", lambda r: r["best_dev_f1"]),
+                      ("test F1 of the chosen setting", lambda r: statistics.fmean(r["test_f1"]))):
+        c = compare_seeds([key(spaces[("wide", s)]) for s in seeds], [key(spaces[("paper", s)]) for s in seeds])
+        rows.append(["`search-space`", "de", name, "`wide` minus `paper`", *cells(c)])
+    return rows
+
+
+def main() -> None:
+    from common import command_line, table
+
+    header = ["folder", "target", "selection or figure", "arm (minus `--apc none` unless named)",
+              "mean difference [95% interval] (pairs)", "verdict", "ASO eps_min (5+ a side)",
+              "pairs for 1 F1 (80% power)"]
+    text = "\n\n".join([
+        "# Verdicts, with how sure each is",
+        f"Made by `{command_line()}` from the committed tables (no training). Each row pairs two arms by seed "
+        "(runs with one seed share their batches and initial weights; searches with one search seed their "
+        "sampler's start), takes the mean of the differences with its 95% Student-t interval, and says "
+        "`ahead` or `behind` only when the interval excludes 0. ASO is deepsig's almost-stochastic-order "
+        "eps_min of the first arm over the second (below 0.5: the first is stochastically ahead; computed from "
+        "5 runs a side). The last column is the number of pairs a paired t-test would need to detect a "
+        "1-F1 difference with 80% power at the spread of these differences.",
+        "## APC against `--apc none`, per experiment and target (test F1 on the target)",
+        table(header, experiment_rows()),
+        "## The two APC verdicts pooled over their targets (pairs from different targets: a summary, not "
+        "independent draws of one experiment)",
+        table(header, pooled_rows()),
+        "## The search comparisons",
+        table(header, search_rows()),
+    ])
+    (RESULTS / "VERDICTS.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
