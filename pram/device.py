@@ -10,8 +10,20 @@ from pram.errors import UserError
 
 
 def pick_device(name: str) -> str:
+    """`auto`: the GPU where torch sees one, else the CPU. A device that is not there is one UserError line."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"--device {name}: not a device torch knows ({e}); use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"a build for CUDA {torch.version.cuda}"
+            raise UserError(f"--device {name}: torch sees no GPU here (torch {torch.__version__} is {build}); "
+                            "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
     return name
 
 

@@ -12,6 +12,14 @@ from pathlib import Path
 import pyarrow as pa
 
 
+def umask_mode(bits: int) -> int:
+    """`bits` (0o666 for a file, 0o777 for a folder) less the process's umask: the mode a plain open() or mkdir()
+    would give. tempfile makes its files 0600 and folders 0700; what is published gets this instead."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return bits & ~umask
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, mode: str = "wb"):
     """A file to write `path` through, piece by piece: a temporary file beside it, renamed to `path` when the
@@ -21,7 +29,7 @@ def atomic_output(path: Path, mode: str = "wb"):
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the file is meant to be read
+        os.chmod(tmp, umask_mode(0o666))  # mkstemp makes it private; the file is meant to be read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -52,11 +60,9 @@ def write_json(path: Path, value) -> Path:
 def publish_folder(tmp: Path, out_dir: Path, replace: bool) -> None:
     """Move a finished folder (written beside `out_dir`) into place, readable like any other folder; one that
     got there first (a concurrent build) wins unless `replace`."""
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; a cache folder is readable like any other
+    tmp.chmod(umask_mode(0o777))  # mkdtemp made it private; a cache folder is readable like any other
     for file in tmp.iterdir():
-        file.chmod(0o666 & ~umask)
+        file.chmod(umask_mode(0o666))
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     if out_dir.exists():
         if not replace:

@@ -176,3 +176,19 @@ def test_int8_tags_almost_every_token_as_fp32_does(checkpoint, data_dir):
     assert sum(t != "O" for s in tags[False] for t in s) > 100  # the model tags entities: agreement is not all O
     gold = [list(s.tags) for s in sentences]
     assert abs(entity_scores(gold, tags[True])["f1"] - entity_scores(gold, tags[False])["f1"]) <= 2.0
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "--device cuda: torch sees no GPU here"),
+    ("cuda:7", "--device cuda:7: "),
+    ("tpu7", "--device tpu7: not a device torch knows"),
+])
+def test_a_device_that_is_not_there_is_one_line_before_any_work(pram, data_dir, tmp_path, device, message):
+    import torch
+
+    if torch.cuda.is_available() and device != "tpu7":
+        pytest.skip("this machine has a GPU: the refusal is for machines without one")
+    out = tmp_path / "run"
+    done = pram("train", "--preset", "smoke", "--device", device, "--out", str(out), "--data-dir", str(data_dir))
+    _one_line(done, message)
+    assert not out.exists()  # refused before anything was written

@@ -485,3 +485,20 @@ def test_alignment_scores_on_target_dev_agree_with_the_words_and_the_gold_counts
     counts = torch.bincount(torch.tensor([g for _, g in pairs]), minlength=len(smoke_data.label_names))
     assert scores["class_counts"].long().tolist() == counts.tolist()
     assert 0 < scores["js_pq"] < math.log(2)
+
+
+def test_a_run_and_its_checkpoints_follow_the_users_umask(smoke_config, smoke_data, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o027)  # a group may read, others not
+    try:
+        train(replace(smoke_config, max_steps=20, out_dir=str(tmp_path / "run")), smoke_data)
+    finally:
+        os.umask(old)
+    run = tmp_path / "run"
+    modes = {p.relative_to(run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*")}
+    assert modes["checkpoints/last"] == modes["checkpoints/best-target-dev"] == 0o750
+    assert modes["checkpoints/last/model.safetensors"] == modes["checkpoints/last/state.json"] == 0o640
+    assert modes["config.json"] == modes["metrics.json"] == 0o640
+    assert set(modes.values()) == {0o750, 0o640}
