@@ -808,3 +808,33 @@ def test_a_search_killed_in_its_final_stage_resumes_without_retraining_a_finishe
     for name, results in kept.items():  # a finished seed was not trained again: not one result more
         assert after[name] == results
     assert _comparable(out) == _comparable(reference)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_search_as_ctrl_c_does(tmp_path, data_dir):
+    """`kill` on the driver: Ray shut down, one line, exit 143 (no abort in Ray's C++ core), and --resume knows
+    the folder."""
+    out = tmp_path / "run"
+    driver = subprocess.Popen(search_command(out, data_dir, "--final-seeds", "0"), cwd=ROOT,
+                              env=search_env(tmp_path / "cache"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and driver.poll() is None:  # until a trial has reported
+            if any(len(p.read_text().splitlines()) >= 2
+                   for p in out.glob("ray/experiments/search-de/*/progress.csv")):
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, "the search ended before it could be terminated"
+        driver.send_signal(signal.SIGTERM)
+        _, stderr = driver.communicate(timeout=120)
+        left = session_processes(driver.pid)
+    finally:
+        for pid in session_processes(driver.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert driver.returncode == 143, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == \
+        "search: terminated (SIGTERM); run the same command with --resume to continue"
+    assert "Aborted" not in stderr and "core_worker" not in stderr
+    assert not left  # Ray and its workers went with the driver
+    assert (out / "run.json").is_file()

@@ -128,6 +128,22 @@ def _recording(ray_dir: Path, every: float = 2.0):
 
 
 @contextlib.contextmanager
+def keep_sigterm():
+    """`ray.init` replaces the driver's SIGTERM handler with its own `sys.exit(15)`, which tears Ray down from
+    under a running Tune and aborts in its C++ core (exit 134): the search's handler (tune/search.py: SIGTERM
+    ends the search as Ctrl+C does) is put back once Ray has started."""
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def ray_running(run_dir: Path, address: str | None, num_cpus: int | None = None):
     """Ray for the length of a search: a new local instance, or the cluster at `address` (auto, ray://...)."""
     import ray
@@ -144,8 +160,9 @@ def ray_running(run_dir: Path, address: str | None, num_cpus: int | None = None)
             runtime_env = {"py_modules": [str(root / "pram"), str(root / "tune")]} if \
                 address.startswith("ray://") else None
             try:
-                ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
-                         logging_level=logging.WARNING)
+                with keep_sigterm():
+                    ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
+                             logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 # A missing token looks the same as no cluster from here (Ray retries, then "failed").
                 raise UserError(f"--address {address}: cannot connect to Ray ({e}); is it running "
@@ -160,7 +177,8 @@ def ray_running(run_dir: Path, address: str | None, num_cpus: int | None = None)
                       f"(pids {', '.join(map(str, left))}, recorded in {ray_dir / PROCESSES})", file=sys.stderr)
             temp, link = temp_dir_for(ray_dir / "tmp")
             # "local": a new Ray of our own even if `ray start` or RAY_ADDRESS points elsewhere
-            ray.init(address="local", num_cpus=num_cpus, _temp_dir=str(temp), **quiet)
+            with keep_sigterm():
+                ray.init(address="local", num_cpus=num_cpus, _temp_dir=str(temp), **quiet)
             with _recording(ray_dir):
                 yield ray
     finally:

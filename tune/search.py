@@ -304,7 +304,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         space_sha256=space_hash(space.read_text(encoding="utf-8")))
 
 
+SIGNALLED: list[int] = []
+"""The signal that ended the search: SIGTERM (`kill`) is handled as Ctrl+C is, and exits 143 (128 + 15), as a
+terminated process does. (A flag, not an exception type: Tune may catch the interrupt and raise its own.)"""
+
+
 def _interrupt(signum, frame):
+    SIGNALLED.append(signum)
     raise KeyboardInterrupt
 
 
@@ -321,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"search: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("search: interrupted; run the same command with --resume to continue", file=sys.stderr)
-        return 130
+        terminated = signal.SIGTERM in SIGNALLED
+        print(f"search: {'terminated (SIGTERM)' if terminated else 'interrupted'}; run the same command with "
+              "--resume to continue", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":
