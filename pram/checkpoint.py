@@ -62,6 +62,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict[str
     return model_state, state, trainer
 
 
+def read_state(path: Path) -> dict:
+    """A checkpoint folder's state.json alone (no tensors), checked as load_checkpoint checks it."""
+    return _state(Path(path) / "state.json")
+
+
 def _state(file: Path) -> dict:
     try:
         state = json.loads(file.read_text(encoding="utf-8"))

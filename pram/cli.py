@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train PRAM", description="Train PRAM on labelled source data and "
                            "unlabelled target text; checkpoints and metrics.json go to --out.")
     _add_train_args(train)
+    train.add_argument("--overwrite", action="store_true",
+                       help="start anew in an --out that holds a run (its checkpoints are deleted first); without "
+                            "it, such a folder is refused unless --resume")
     train.add_argument("--settings", default=None, metavar="BEST_JSON",
                        help="train with the settings a search found: its results folder's best.json (the entry of "
                             "--target); it fixes the corpus, languages and preset, and any setting flag given "
@@ -256,8 +259,9 @@ def run(args: argparse.Namespace) -> int:
         from pram.encoder import encoder_build_command
         return encoder_build_command(args.name, args.cache_dir, args.force)
     if args.command == "train":
-        from pram.train import train
+        from pram.train import check_out_dir, train
         config = train_config_from_args(args)
+        check_out_dir(Path(config.out_dir), args.resume, args.overwrite)
         final = train(config, resume=args.resume)
         return 0 if final else 1
     if args.command == "experiment":

@@ -19,10 +19,11 @@ from rich.console import Console
 
 from pram.averaging import WeightAverage
 from pram.batches import batch_at, collate
-from pram.checkpoint import load_checkpoint, restore_last, save_last
+from pram.checkpoint import load_checkpoint, read_state, restore_last, save_last
 from pram.config import SELECTIONS, TrainConfig
 from pram.device import autocast, check_precision, pick_device
 from pram.encoder import fingerprint
+from pram.errors import UserError
 from pram.files import write_json
 from pram.inputs import TrainData, prepare_data
 from pram.losses import beta_weight
@@ -150,6 +151,8 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
     console = Console(quiet=config.quiet)
     out, device = Path(config.out_dir), pick_device(config.device)
     ckpt_dir = out / "checkpoints"
+    if resume and (ckpt_dir / "last").exists():  # before any work: the run's own settings, or a refusal
+        check_resume(read_state(ckpt_dir / "last").get("config", {}), config, ckpt_dir / "last")
     check_precision(config, device, console)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -207,6 +210,49 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                 display.early_stop()
                 break
     return _finish(config, data, model, ckpt_dir, state, device, console, out, score_test)
+
+
+RESUMABLE = frozenset({"max_steps", "eval_every", "patience", "threads", "out_dir", "quiet", "data_dir", "cache_dir",
+                       "device", "eval_batch_size"})
+"""Settings a resumed run may change: the step budget, the evaluation cadence, where it runs and where it
+writes. Any other change would make one run of two trainings, and its records would claim the new value."""
+
+
+def check_resume(saved: dict, config: TrainConfig, checkpoint: Path) -> None:
+    """Refuse, in one line naming each, the settings that differ from those the checkpoint was trained with."""
+    now = config.to_dict()
+    changed = [name for name, value in now.items() if name not in RESUMABLE and name in saved
+               and json_value(saved[name]) != json_value(value)]
+    if changed:
+        what = ", ".join(f"--{n.replace('_', '-')} {json_value(now[n])} (trained with {json_value(saved[n])})"
+                         for n in changed)
+        raise UserError(f"{checkpoint}: --resume with other settings than the run's: {what}; resume with the run's "
+                        "settings, or start a new run with another --out")
+
+
+def json_value(value):
+    """A setting as its JSON round trip gives it back (tuples as lists), for comparing."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """`pram train`'s --out: --resume needs a checkpoint there; a folder that holds a run needs --resume or
+    --overwrite (which deletes its checkpoints and records first)."""
+    last = out / "checkpoints" / "last"
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite: choose one (continue the run, or start it anew)")
+    if resume and not last.is_dir():
+        raise UserError(f"{last}: no checkpoint to resume from: drop --resume to start a new run there")
+    held = [name for name in ("checkpoints", "metrics.json", "config.json") if (out / name).exists()]
+    if held and not resume and not overwrite:
+        raise UserError(f"{out}: already holds a run ({', '.join(held)}): pass --resume to continue it, "
+                        "--overwrite to start it anew, or another --out")
+    if overwrite:
+        import shutil
+
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        for name in ("metrics.json", "config.json"):
+            (out / name).unlink(missing_ok=True)
 
 
 def _evaluates_after(step: int, config: TrainConfig) -> bool:

@@ -192,3 +192,56 @@ def test_a_device_that_is_not_there_is_one_line_before_any_work(pram, data_dir, 
     done = pram("train", "--preset", "smoke", "--device", device, "--out", str(out), "--data-dir", str(data_dir))
     _one_line(done, message)
     assert not out.exists()  # refused before anything was written
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def finished_run(checkpoint, tmp_path) -> Path:
+    """A copy of the module's finished smoke run (trained with max_steps 20, no extra test languages)."""
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint.parent.parent, run)
+    return run
+
+
+RESUMES = {  # name -> (flags beside --out, what the one line must name)
+    "a changed tau": (["--resume", "--tau", "0.1"], "--tau 0.1 (trained with 0.2)"),
+    "a changed target": (["--resume", "--target", "es"], "--target es (trained with de)"),
+    "a changed proto space": (["--resume", "--proto-space", "projection"],
+                              "--proto-space projection (trained with hidden)"),
+    "no checkpoint to resume": (["--resume"], "no checkpoint to resume from"),
+    "a finished run, neither --resume nor --overwrite": ([], "already holds a run"),
+    "both --resume and --overwrite": (["--resume", "--overwrite"], "choose one"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUMES))
+def test_train_refuses_what_would_make_its_records_lie(pram, data_dir, finished_run, case):
+    flags, message = RESUMES[case]
+    if case == "no checkpoint to resume":
+        shutil.rmtree(finished_run / "checkpoints")
+    before = _hashes(finished_run)
+    done = pram("train", "--preset", "smoke", "--max-steps", "20", "--eval-languages", "", "--out", str(finished_run),
+                "--data-dir", str(data_dir), *flags)
+    _one_line(done, message)
+    assert _hashes(finished_run) == before  # nothing was written
+
+
+def test_train_resumes_with_a_longer_budget_and_starts_anew_with_overwrite(pram, data_dir, finished_run):
+    import json
+
+    done = pram("train", "--preset", "smoke", "--max-steps", "40", "--eval-languages", "", "--out",
+                str(finished_run), "--data-dir", str(data_dir), "--resume")
+    assert done.returncode == 0, done.stderr
+    history = json.loads((finished_run / "metrics.json").read_text())["history"]
+    assert [h["step"] for h in history] == [20, 40]  # the first 20 steps were not trained again
+    done = pram("train", "--preset", "smoke", "--max-steps", "20", "--eval-languages", "", "--out",
+                str(finished_run), "--data-dir", str(data_dir), "--overwrite", "--tau", "0.1")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert [h["step"] for h in metrics["history"]] == [20] and metrics["config"]["tau"] == 0.1
