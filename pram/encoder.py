@@ -413,11 +413,32 @@ def load_tokenizer(name_or_path: str, cache_dir: Path | None = None):
     """The encoder's fast tokenizer (word alignment needs `word_ids()`)."""
     from transformers import AutoTokenizer
 
+    resolved = Path(resolve_encoder(name_or_path, cache_dir))
+    if resolved.is_dir():
+        check_tokenizer_files(resolved)
     tokenizer = _from_pretrained(AutoTokenizer, name_or_path, cache_dir)
     if not tokenizer.is_fast:
         raise UserError(f"encoder '{name_or_path}' has no fast tokenizer (tokenizer.json), which word "
                         f"alignment needs: {_OFFLINE_HELP}")
+    if resolved.is_dir():
+        expected = encoder_config(str(resolved)).vocab_size
+        if len(tokenizer) < 0.9 * expected:  # an empty or foreign vocabulary would tag every word unknown
+            raise UserError(f"{resolved}: its tokenizer knows {len(tokenizer)} pieces where its config.json and "
+                            f"weights have {expected}: the tokenizer files are not this encoder's; copy the "
+                            "folder again whole")
     return tokenizer
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
+"""Files one of which holds a HuggingFace tokenizer's vocabulary."""
+
+
+def check_tokenizer_files(folder: Path) -> None:
+    """An encoder folder without its vocabulary loads in transformers 5 as an empty tokenizer that tags every
+    word as unknown: refused in one line naming what is missing."""
+    if (folder / "config.json").is_file() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"{folder}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)}): the encoder folder "
+                        "is incomplete; copy it again whole, or `pram encoder build --force` for the offline one")
 
 
 def load_encoder(name_or_path: str, cache_dir: Path | None = None, **kwargs):

@@ -245,3 +245,21 @@ def test_train_resumes_with_a_longer_budget_and_starts_anew_with_overwrite(pram,
     assert done.returncode == 0, done.stderr
     metrics = json.loads((finished_run / "metrics.json").read_text())
     assert [h["step"] for h in metrics["history"]] == [20] and metrics["config"]["tau"] == 0.1
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "export"])
+def test_an_encoder_folder_without_its_tokenizer_is_refused(pram, checkpoint, data_dir, tmp_path, command):
+    import json
+
+    base = Path(json.loads((checkpoint / "state.json").read_text())["encoder_path"])
+    broken = tmp_path / "encoder"
+    shutil.copytree(base, broken)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (broken / name).unlink(missing_ok=True)
+    text = tmp_path / "sentences.txt"
+    text.write_text("Angela Merkel besuchte Paris .\n", encoding="utf-8")
+    args = {"evaluate": ["--lang", "de", "--data-dir", str(data_dir)], "predict": [str(text)],
+            "export": [str(tmp_path / "exported")]}[command]
+    done = pram(command, str(checkpoint), *args, "--encoder", str(broken))
+    _one_line(done, f"{broken}: no tokenizer files")
+    assert not (tmp_path / "exported").exists()
