@@ -838,3 +838,18 @@ def test_sigterm_ends_a_search_as_ctrl_c_does(tmp_path, data_dir):
     assert "Aborted" not in stderr and "core_worker" not in stderr
     assert not left  # Ray and its workers went with the driver
     assert (out / "run.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_gpu_the_machine_does_not_have_is_refused_before_any_trial(tmp_path, data_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "run"
+    run = subprocess.run(search_command(out, data_dir, "--gpus-per-trial", "1"), cwd=ROOT,
+                         env=search_env(tmp_path / "cache"), capture_output=True, text=True, check=False, timeout=240)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert re.match(r"search: error: a trial asks for 1 CPU, 1 GPU and this machine has \d+ CPU, 0 GPU: no trial "
+                    "could start", run.stderr.strip().splitlines()[-1]), run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and not out.exists()  # nothing left behind

@@ -79,6 +79,11 @@ def trial_resources(s, cluster: dict) -> tuple[dict, int, int]:
     return resources, s.max_concurrent or max(1, fit), fit
 
 
+def _resources(amounts: dict) -> str:
+    shown = [f"{amount:g} {name.upper()}" for name, amount in amounts.items() if amount and ":" not in name]
+    return ", ".join(shown) or "nothing"
+
+
 def run_search(s, resume: bool, started: float | None = None) -> int:
     """started: time.monotonic() when the driver started (its wall time is printed at the end); None: now."""
     started = time.monotonic() if started is None else started
@@ -136,6 +141,11 @@ def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dic
     records, finals, best = [], {}, {}
     with ray_running(out, s.address) as ray:
         resources, concurrency, fit = trial_resources(s, ray.cluster_resources())
+        if not fit and not s.address:  # a local Ray has no autoscaler: such a trial would wait for ever
+            have = ray.cluster_resources()
+            raise UserError(f"a trial asks for {_resources(resources)} and this machine has "
+                            f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU: no trial could start; lower "
+                            "--gpus-per-trial or --cpus-per-trial, or search on a cluster (--address)")
         if not fit:
             console.print(f"[yellow]note[/yellow] no node up now has room for a trial ({resources}): trials "
                           "wait until an autoscaler starts one. The defaults of --gpus-per-trial and "
