@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pram.errors import UserError, at
-from pram.files import umask_mode
+from pram.files import os_errors_of_safetensors, umask_mode
 
 
 def save_checkpoint(path: Path, model_state: dict[str, torch.Tensor], state: dict,
@@ -30,10 +30,11 @@ def save_checkpoint(path: Path, model_state: dict[str, torch.Tensor], state: dic
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     tmp.chmod(umask_mode(0o777))  # mkdtemp makes it private; a checkpoint is read like the rest of its run
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, tmp / "model.safetensors")
-        if trainer_tensors is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in trainer_tensors.items()},
-                      tmp / "trainer.safetensors")
+        with os_errors_of_safetensors(path):
+            save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, tmp / "model.safetensors")
+            if trainer_tensors is not None:
+                save_file({k: v.detach().contiguous().cpu() for k, v in trainer_tensors.items()},
+                          tmp / "trainer.safetensors")
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
         for file in tmp.iterdir():  # safetensors writes its files 0600
             file.chmod(umask_mode(0o666))

@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from pram.config import APC_SIDES, DEFAULT_PRESET, PRESETS, TrainConfig, field_docs
-from pram.errors import UserError
+from pram.errors import UserError, os_error_line
 from pram.logs import quiet_libraries
 from pram.settings import train_config
 
@@ -352,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"pram: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a disk that is full or read-only, a folder that is not there: one line, no traceback
+        print(f"pram: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("pram: interrupted; `pram train --resume` continues from the last checkpoint", file=sys.stderr)
         return 130

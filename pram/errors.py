@@ -14,3 +14,24 @@ class UserError(Exception):
 def at(path: str | Path, line: int | None = None) -> str:
     """`file:line` prefix for a message, in the form editors and terminals make clickable."""
     return f"{path}:{line}" if line is not None else str(path)
+
+
+def os_error_line(error: OSError) -> str:
+    """A failed read or write as one line: the path, the cause and what to do. Every file pram writes in place is
+    written beside and renamed (pram/files.py), so the file that was there is as it was."""
+    import errno
+
+    where = error.filename or "a file"
+    if error.filename2:
+        where = f"{where} -> {error.filename2}"
+    advice = {
+        errno.ENOSPC: "the disk is full: free some space and run the same command again (`pram train --resume` "
+                      "continues from the last checkpoint)",
+        errno.EDQUOT: "the disk quota is spent: free some space and run the same command again",
+        errno.EROFS: "the file system is read-only: write somewhere else (--out)",
+        errno.EACCES: "permission denied: write somewhere you may (--out), or fix the folder's permissions",
+        errno.EPERM: "not permitted: write somewhere you may (--out)",
+        errno.ENOENT: "no such file or folder: create the folder first, or give another path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder: give another path",
+    }.get(error.errno, "give another path, or fix the cause and run the same command again")
+    return f"{where}: {error.strerror or error}; {advice}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pram.config import TrainConfig
 from pram.errors import UserError, at
-from pram.files import publish_folder
+from pram.files import os_errors_of_safetensors, publish_folder
 
 
 def to_huggingface(model, label_names: list[str]):
@@ -83,7 +83,8 @@ def export(checkpoint: str | Path, out: str | Path, encoder: str | None = None, 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:  # written beside, then renamed: an interrupted export leaves no half folder
-        hf.save_pretrained(tmp, safe_serialization=True)
+        with os_errors_of_safetensors(out):
+            hf.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(info, run_metrics, command or f"pram export {checkpoint} {out}",
                                                   scores), encoding="utf-8")

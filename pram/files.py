@@ -12,6 +12,24 @@ from pathlib import Path
 import pyarrow as pa
 
 
+@contextlib.contextmanager
+def os_errors_of_safetensors(path: Path):
+    """safetensors reports a failed write (a full disk, a read-only folder) as its own SafetensorError, with the
+    OS's error number in the text: raised here as the OSError it is, naming `path`."""
+    import re
+
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as e:
+        found = re.search(r"os error (\d+)", str(e))
+        if not found:
+            raise
+        number = int(found.group(1))
+        raise OSError(number, os.strerror(number), str(path)) from None
+
+
 def umask_mode(bits: int) -> int:
     """`bits` (0o666 for a file, 0o777 for a folder) less the process's umask: the mode a plain open() or mkdir()
     would give. tempfile makes its files 0600 and folders 0700; what is published gets this instead."""

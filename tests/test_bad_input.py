@@ -263,3 +263,62 @@ def test_an_encoder_folder_without_its_tokenizer_is_refused(pram, checkpoint, da
     done = pram(command, str(checkpoint), *args, "--encoder", str(broken))
     _one_line(done, f"{broken}: no tokenizer files")
     assert not (tmp_path / "exported").exists()
+
+
+def _mount_tmpfs(where: Path, size_kib: int, read_only: bool = False) -> None:
+    """A small filesystem of the test's own (as root, where the machine allows it), else the test is skipped."""
+    import subprocess
+
+    where.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_kib}k" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True,
+                          check=False)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode(errors='replace').strip()})")
+
+
+@pytest.fixture
+def mounts():
+    import subprocess
+
+    made: list[Path] = []
+    yield lambda where, size_kib, read_only=False: (_mount_tmpfs(where, size_kib, read_only), made.append(where))
+    for where in reversed(made):
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_predict_into_a_folder_that_is_not_there_is_one_line(pram, checkpoint, tmp_path):
+    text = tmp_path / "sentences.txt"
+    text.write_text("Angela Merkel besuchte Paris .\n", encoding="utf-8")
+    missing = tmp_path / "no" / "such"
+    done = pram("predict", str(checkpoint), str(text), "--out", str(missing / "tags.tsv"))
+    _one_line(done, str(missing))
+    assert "no such file or folder: create the folder first" in done.stderr
+
+
+def test_predict_onto_a_read_only_filesystem_is_one_line(pram, checkpoint, tmp_path, mounts):
+    text = tmp_path / "sentences.txt"
+    text.write_text("Angela Merkel besuchte Paris .\n", encoding="utf-8")
+    mounts(tmp_path / "ro", 64, read_only=True)
+    done = pram("predict", str(checkpoint), str(text), "--out", str(tmp_path / "ro" / "tags.tsv"))
+    _one_line(done, str(tmp_path / "ro"))
+    assert "the file system is read-only" in done.stderr
+
+
+def test_training_on_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(pram, data_dir, finished_run, mounts,
+                                                                           tmp_path):
+    size = sum(p.stat().st_size for p in finished_run.rglob("*") if p.is_file())
+    disk = tmp_path / "disk"
+    mounts(disk, size // 1024 + 64)  # the run and 64 KiB more: not a second checkpoint
+    shutil.copytree(finished_run, disk / "run")
+    before = _hashes(disk / "run")
+    done = pram("train", "--preset", "smoke", "--max-steps", "40", "--eval-languages", "", "--out", str(disk / "run"),
+                "--data-dir", str(data_dir), "--resume")
+    _one_line(done, str(disk / "run"))
+    assert "the disk is full: free some space and run the same command again" in done.stderr
+    after = _hashes(disk / "run")
+    # the checkpoints and metrics are as they were (config.json names the new budget the resume was asked for),
+    # and nothing half-written lies beside them
+    assert set(after) == set(before)
+    assert {k: v for k, v in after.items() if k != "config.json"} == {k: v for k, v in before.items()
+                                                                        if k != "config.json"}
