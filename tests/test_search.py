@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -191,7 +191,11 @@ def test_free_disk_deletes_the_checkpoints_of_trial_folders_no_result_names(tmp_
             results.append(Result(metrics={"config": {"optuna_trial": optuna_trial}}, error=None,
                                   checkpoint=tune.Checkpoint.from_directory(str(checkpoint)),
                                   path=str(stage / name)))
-    free_disk(results, keep_trials=(0,))
+    # a search whose storage is elsewhere (a copy) deletes none of them: they are not its own
+    free_disk(results, str(tmp_path / "copy"), keep_trials=(0,))
+    assert (stage / "trial-001-b" / "checkpoint_000000").exists()
+    assert (stage / "trial-001-orphan" / "checkpoint_000000").exists()
+    free_disk(results, str(tmp_path), keep_trials=(0,))
     assert (stage / "trial-000-a" / "checkpoint_000000" / "last" / "model.safetensors").is_file()  # the best
     assert not (stage / "trial-001-b" / "checkpoint_000000").exists()
     assert not (stage / "trial-001-orphan" / "checkpoint_000000").exists()
@@ -811,9 +815,12 @@ def test_a_search_killed_in_its_final_stage_resumes_without_retraining_a_finishe
 
 
 @pytest.mark.slow
-def test_sigterm_ends_a_search_as_ctrl_c_does(tmp_path, data_dir):
-    """`kill` on the driver: Ray shut down, one line, exit 143 (no abort in Ray's C++ core), and --resume knows
-    the folder."""
+def test_sigterm_ends_a_search_and_a_copy_of_its_folder_resumes_in_place(tmp_path, data_dir):
+    """`kill` on the driver: Ray shut down, one line, exit 143 (no abort in Ray's C++ core). Its folder copied
+    elsewhere and resumed there with `--resume --out COPY` alone: the copy finishes, and the original is not
+    touched (run.json's absolute paths are re-based on the copy)."""
+    import hashlib
+
     out = tmp_path / "run"
     driver = subprocess.Popen(search_command(out, data_dir, "--final-seeds", "0"), cwd=ROOT,
                               env=search_env(tmp_path / "cache"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -837,7 +844,49 @@ def test_sigterm_ends_a_search_as_ctrl_c_does(tmp_path, data_dir):
         "search: terminated (SIGTERM); run the same command with --resume to continue"
     assert "Aborted" not in stderr and "core_worker" not in stderr
     assert not left  # Ray and its workers went with the driver
-    assert (out / "run.json").is_file()
+    assert not (out / "trials.parquet").exists()
+
+    def hashes(folder: Path) -> dict[str, str]:
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+    original = hashes(out)
+    copy = tmp_path / "elsewhere" / "copy"
+    copy.parent.mkdir()
+    subprocess.run(["cp", "-a", str(out), str(copy)], check=True)  # as a user copies it (Ray's sockets too)
+    run = subprocess.run([sys.executable, "tune/search.py", "--resume", "--out", str(copy)], cwd=ROOT,
+                         env=search_env(tmp_path / "cache"), capture_output=True, text=True, check=False, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"search: resuming in {copy}, where the search was moved or copied from {out}" in run.stderr
+    assert hashes(out) == original  # the original folder was not written to
+    saved = json.loads((copy / "run.json").read_text())
+    assert saved["out"] == str(copy) and saved["storage"] == str(copy / "ray" / "experiments")
+    trials = pq.read_table(copy / "trials.parquet").to_pylist()
+    assert sorted(t["optuna_trial"] for t in trials) == [t.number for t in study_trials(copy)] == [0, 1, 2, 3]
+
+
+def test_resume_refuses_settings_that_differ_from_the_search_and_takes_the_safe_ones(tmp_path):
+    from pram.errors import UserError
+    from tune.search import build_parser, settings_from_args
+
+    parser = build_parser()
+    out = tmp_path / "run"
+    args = ["--dataset", "conll", "--mode", "multi", "--smoke-test", "--targets", "de", "--out", str(out)]
+    settings = settings_from_args(parser.parse_args(args), parser)
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps(asdict(settings)))
+
+    def resumed(*flags):
+        return settings_from_args(parser.parse_args(["--resume", "--out", str(out), *flags]), parser)
+
+    assert resumed() == settings  # --resume --out alone: --dataset and --mode come from run.json
+    assert resumed("--max-concurrent", "1", "--max-failures", "5").max_concurrent == 1
+    for flags, named in [(["--targets", "de,es"], "--targets de,es (the search has ('de',))"),
+                         (["--num-samples", "9"], "--num-samples 9 (the search has 4)"),
+                         (["--lr", "0.01"], "--lr 0.01 (the search has the smoke preset's)"),
+                         (["--dataset", "wikiann"], "--dataset wikiann (the search has conll)")]:
+        with pytest.raises(UserError, match=re.escape(named)):
+            resumed(*flags)
 
 
 @pytest.mark.slow

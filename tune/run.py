@@ -122,8 +122,9 @@ def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dic
             started: float) -> int:
     if not s.address:
         local_auth_token(out)
-    if not resume:
-        write_json(out / RUN, asdict(s))
+    # (on --resume too: a search resumed where it was moved or copied to names its own folder from now on, and
+    # the flags --resume may change are saved as its settings)
+    write_json(out / RUN, asdict(s))
     if not (out / SPACE).exists():  # (also when a kill came between run.json and it)
         write_atomically(out / SPACE, space_text)
     # Ctrl+C ends the driver at once (Tune's handler would let it go on to the next stage); --resume goes on.
@@ -192,12 +193,12 @@ def _target(s, out: Path, target: str, base: TrainConfig, ranges: dict, storage:
     retrain = bool(s.final_seeds and best[target])
     if not s.keep_checkpoints:
         # The final stage retrains the best settings; without it, the best trial's weights are the model.
-        free_disk(grid, keep_trials=() if retrain else (best[target].get("optuna_trial"),))
+        free_disk(grid, s.storage, keep_trials=() if retrain else (best[target].get("optuna_trial"),))
     if not retrain:
         return records, None
     final_grid = final_stage(s, target, base, data, best[target]["config"], resources, concurrency, rounds, resume)
     if not s.keep_checkpoints:
-        free_disk(final_grid, subfolder="last")  # best-target-dev and best-source-dev stay
+        free_disk(final_grid, s.storage, subfolder="last")  # best-target-dev and best-source-dev stay
     return records, final_runs(final_grid, out)
 
 
@@ -289,7 +290,7 @@ def rescore(s, target: str, base: TrainConfig, data, study: optuna.Study, resour
     candidates = [{**{k: v for k, v in t.params.items() if k in TRAIN_FIELDS}, "rescored_trial": t.number}
                   for t in top]
     grid = rescore_stage(s, target, base, data, candidates, resources, concurrency, rounds, resume)
-    free_disk(grid)  # only the scores are read
+    free_disk(grid, s.storage)  # only the scores are read
     second = {(r.config or {})["candidate"]["rescored_trial"]: (r.metrics or {}).get(s.metric)
               for r in grid if r.error is None}
     first = {t.number: t.value for t in top}

@@ -18,7 +18,7 @@ import json
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from pram.cli import add_config_flags
@@ -113,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  proto_dim: {low: 32, high: 256, log: true, when: {proto_space: projection}}\n"
                "dashboards: optuna-dashboard sqlite:///<out>/optuna.db --host 127.0.0.1; "
                "tensorboard --logdir <out>/ray/experiments --host 127.0.0.1")
-    p.add_argument("--dataset", choices=("conll", "wikiann"), required=True, help="corpus")
-    p.add_argument("--mode", choices=("single", "multi"), required=True,
+    p.add_argument("--dataset", choices=("conll", "wikiann"), default=None,
+                   help="corpus (required, but with --resume: the search's own)")
+    p.add_argument("--mode", choices=("single", "multi"), default=None,
                    help="single: English is the source; multi: every other language of the corpus is one")
     p.add_argument("--targets", default=None,
                    help="target languages, comma-separated, one study each (default: de,es,nl for conll; "
@@ -226,9 +227,67 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
+SAFE_ON_RESUME = frozenset({"max_concurrent", "max_failures", "checkpoint_every", "connect_timeout", "cpus_per_trial",
+                            "gpus_per_trial", "address", "data_dir", "cache_dir"})
+"""Flags a resumed search takes in place of its saved values: how and where it runs, not what it searches."""
+RENAMED = {"smoke_test": "preset"}
+
+
+def rebased(settings: Settings, out: Path) -> Settings:
+    """A search resumed from a folder it was copied or moved to: its folder is `out`, and a storage that lay
+    inside its old folder lies inside the new one, so that it never writes to the old place."""
+    old = Path(settings.out)
+    if old == out:
+        return settings
+    storage = settings.storage
+    if "://" not in storage and Path(storage).is_relative_to(old):
+        storage = str(out / Path(storage).relative_to(old))
+    print(f"search: resuming in {out}, where the search was moved or copied from {old}", file=sys.stderr)
+    return replace(settings, out=str(out), storage=storage)
+
+
+def resume_changes(args: argparse.Namespace, parser: argparse.ArgumentParser, settings: Settings) -> Settings:
+    """Flags given beside --resume: those of SAFE_ON_RESUME replace the saved values (said in one line); any other
+    that differs from the saved search is refused in one line naming each."""
+    refused, applied = [], {}
+    for name, value in vars(args).items():
+        if name in ("resume", "out", "space") or name.startswith("train_") or value is None \
+                or value == parser.get_default(name):
+            continue
+        field = RENAMED.get(name, name)
+        new = {"targets": lambda v: tuple(t.strip() for t in v.split(",") if t.strip()),
+               "ranges": tuple, "smoke_test": lambda v: "smoke"}.get(name, lambda v: v)(value)
+        if field == "storage" and "://" not in new:
+            new = str(Path(new).resolve())
+        if field == "data_dir":
+            new = str(Path(new).resolve())
+        saved = getattr(settings, field, None)
+        if new == saved:
+            continue
+        if field in SAFE_ON_RESUME:
+            applied[field] = new
+        else:
+            refused.append(f"--{name.replace('_', '-')} {value} (the search has {saved})")
+    for name, value in vars(args).items():
+        key = name.removeprefix("train_")
+        if name.startswith("train_") and settings.train.get(key) != value:
+            had = settings.train.get(key, f"the {settings.preset} preset's")
+            refused.append(f"--{key.replace('_', '-')} {value} (the search has {had})")
+    if refused:
+        raise UserError(f"--resume: the search in {settings.out} was made with other settings: {'; '.join(refused)}; "
+                        "resume without them, or start a new search with another --out")
+    if applied:
+        print("search: resuming with " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())
+              + " in place of the saved values", file=sys.stderr)
+    return replace(settings, **applied)
+
+
+def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> Settings:
     """The run's settings: from the command line, or from <out>/run.json with --resume."""
     preset_name = "smoke" if args.smoke_test else args.preset
+    if args.out is None and (args.dataset is None or args.mode is None):
+        raise UserError("give --dataset and --mode (and with --resume, --out, or --dataset and --mode for the "
+                        "default folder)")
     out = Path(args.out or f"results/{args.dataset}-{args.mode}-{preset_name}").resolve()
     saved = out / "run.json"
     if args.resume:
@@ -249,7 +308,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                 raise UserError(f"--resume: the search in {out} was made with the space {settings.space}, and "
                                 f"--space {args.space} differs from it: resume without --space, or start a new "
                                 "search with another --out")
-        return settings
+        settings = rebased(settings, out)
+        return resume_changes(args, parser or build_parser(), settings)
+    if args.dataset is None or args.mode is None:
+        raise UserError("give --dataset and --mode (they are required unless --resume reads them from --out)")
     if saved.exists():
         raise UserError(f"{out} already holds a search: pass --resume to continue it, or choose another "
                         "--out (or delete the folder)")
@@ -315,11 +377,12 @@ def _interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     # `kill` (SIGTERM) ends the search like Ctrl+C: Ray is shut down on the way out, --resume continues.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        settings = settings_from_args(args)
+        settings = settings_from_args(args, parser)
         from tune.run import run_search
 
         return run_search(settings, resume=args.resume, started=STARTED)

@@ -21,6 +21,7 @@ from ray import tune
 from ray.tune import Callback
 
 from pram.config import SELECTIONS
+from tune import study as study_module
 from tune.live import LiveView
 from tune.space import SEARCHED, make_sampler, space_function, trial_sampler
 from tune.study import Fifo, MarkPruned, RoundsASHA, RoundsHyperBand, StudyHistory, StudySearch
@@ -140,7 +141,7 @@ def _fit(s, name: str, trainable, make_tuner, resume: bool):
     return grid
 
 
-def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> None:
+def free_disk(grid, root: str, keep_trials: tuple = (), subfolder: str | None = None) -> None:
     """Delete what a finished stage's checkpoints hold that no result file reads.
 
     Whole checkpoints of every trial but the Optuna trials `keep_trials`, or only `subfolder` of each (a final
@@ -149,12 +150,20 @@ def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> No
 
     Also every checkpoint of a trial folder that no result names: a trial a killed session started and
     checkpointed after Tune's last snapshot, which the resumed session does not know and ran again anew.
+
+    Nothing outside `root` (the search's storage, s.storage) is touched: in a search resumed from a folder it was
+    copied to, a result restored from the original's snapshot may still name the original's checkpoints.
     """
+    def ours(path: str) -> bool:
+        return path.rstrip("/").startswith(root.rstrip("/").removeprefix("file://") + "/") or "://" in root
+
     from pyarrow.fs import FileSelector, FileType
 
     results = list(grid)
     named = {result.path for result in results}
     for stage, filesystem in {posixpath.dirname(r.path): r.filesystem for r in results if r.path}.items():
+        if not ours(stage):
+            continue
         for folder in filesystem.get_file_info(FileSelector(stage)):
             if folder.type != FileType.Directory or folder.path in named:
                 continue
@@ -168,7 +177,7 @@ def free_disk(grid, keep_trials: tuple = (), subfolder: str | None = None) -> No
         kept += [result.checkpoint] if result.checkpoint else []
         for path, checkpoint in {c.path: c for c in kept}.items():
             target = f"{path}/{subfolder}" if subfolder else path
-            if checkpoint.filesystem.get_file_info(target).type == FileType.Directory:
+            if ours(target) and checkpoint.filesystem.get_file_info(target).type == FileType.Directory:
                 checkpoint.filesystem.delete_dir(target)
 
 
@@ -272,6 +281,7 @@ def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, s
 
     name = f"search-{target}"
     storage = open_optuna_storage(storage_file)
+    study_module.STORAGE_NOW[:] = [str(storage_file)]  # a restored searcher and scheduler use this file
     trainable = _trainable(s, name, base, data, resources, report_test=False, runs_to_end=s.scheduler == "fifo",
                            trial=trial, best_weights=search_best_weights(s))
 

@@ -23,6 +23,11 @@ from ray.tune.search.optuna import OptunaSearch
 
 ITERATION = "training_iteration"
 logger = logging.getLogger(__name__)
+STORAGE_NOW: list[str] = []
+"""The Optuna file (optuna.db or optuna.journal) of the search this driver runs, set before a stage starts. Tune
+pickles the searcher and the scheduler with the experiment, storage included: a search resumed from a folder it
+was moved or copied to must write its own file, not the one the pickle names (`StudySearch.restore`,
+`StudyHistory`)."""
 
 
 def outcome(result: dict | None, error: bool, metric: str) -> tuple[TrialState, float | None]:
@@ -81,6 +86,20 @@ class StudySearch(OptunaSearch):
         self._max_rounds = max_rounds
         self._live: set[str] = set()
         self._sampler_for = sampler_for
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's restore, then the study on this search's own Optuna file (STORAGE_NOW), wherever the saved
+        searcher's storage pointed: its trials are re-attached to it."""
+        super().restore(checkpoint_path)
+        if not STORAGE_NOW:
+            return
+        from pram.results import open_optuna_storage
+
+        self._storage = open_optuna_storage(STORAGE_NOW[0])
+        old = self._ot_study  # its sampler holds the restored state of its random numbers
+        self._ot_study = optuna.load_study(study_name=old.study_name, storage=self._storage, sampler=old.sampler,
+                                           pruner=old.pruner)
+        self._ot_trials = {tid: optuna.Trial(self._ot_study, t._trial_id) for tid, t in self._ot_trials.items()}
 
     def suggest(self, trial_id: str) -> dict | None:
         if len(self._live) >= self._max_concurrent:
@@ -147,7 +166,8 @@ class StudyHistory:
     def __call__(self, number: int) -> dict[int, float]:
         from pram.results import open_optuna_storage
 
-        study = optuna.load_study(study_name=self.study_name, storage=open_optuna_storage(self.storage_file))
+        storage = open_optuna_storage(STORAGE_NOW[0] if STORAGE_NOW else self.storage_file)
+        study = optuna.load_study(study_name=self.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         return dict(trials[number].intermediate_values) if number < len(trials) else {}
 
