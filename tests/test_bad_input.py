@@ -34,6 +34,8 @@ TEXTS = {  # name -> (bytes, what the line must name)
     "blank lines only": (b"\n \n\t\n", "empty file"),
     "a PNG image": (PNG, ":2: binary content (byte 0x1a)"),  # after the signature's \r\n
     "NUL bytes on line 3": (b"Ein Satz .\nNoch einer .\nund\x00dann\n", ":3: binary content (byte 0x00)"),
+    "UTF-16 with its byte-order mark": ("Ein Satz .\n".encode("utf-16"), "UTF-16 text, which pram does not read"),
+    "UTF-16 without one": ("Ein Satz .\n".encode("utf-16-le"), "UTF-16 text, which pram does not read"),
 }
 
 

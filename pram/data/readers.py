@@ -94,6 +94,9 @@ def decode_text(path: Path, raw: bytes, wanted: str = CORPUS_FILE) -> str:
     character other than tab and newlines, NUL included), naming the line. `wanted` says what to give instead."""
     if not raw.strip():
         raise UserError(f"{at(path)}: empty file: give {wanted}")
+    if _utf16(raw):
+        raise UserError(f"{at(path)}: UTF-16 text, which pram does not read (it reads UTF-8 and ISO-8859-1): "
+                        f"convert it, e.g. iconv -f utf-16 -t utf-8 {path} > {path}.utf8")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -103,6 +106,14 @@ def decode_text(path: Path, raw: bytes, wanted: str = CORPUS_FILE) -> str:
         line = text.count("\n", 0, bad.start()) + 1
         raise UserError(f"{at(path, line)}: binary content (byte {ord(bad.group()):#04x}), not text: give {wanted}")
     return text
+
+
+def _utf16(raw: bytes) -> bool:
+    """UTF-16: a byte-order mark, or text in which every other byte of the start is NUL."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    head = raw[:400]
+    return len(head) >= 8 and all(b == 0 for b in head[1::2]) != all(b == 0 for b in head[0::2])
 
 
 def _columns(line: str) -> list[str]:
