@@ -25,8 +25,8 @@ def os_error_line(error: OSError) -> str:
     if error.filename2:
         where = f"{where} -> {error.filename2}"
     advice = {
-        errno.ENOSPC: "the disk is full: free some space and run the same command again (`pram train --resume` "
-                      "continues from the last checkpoint)",
+        errno.ENOSPC: "the disk is full: free some space and run the same command again, with --resume to go "
+                      "on from the last checkpoint",
         errno.EDQUOT: "the disk quota is spent: free some space and run the same command again",
         errno.EROFS: "the file system is read-only: write somewhere else (--out)",
         errno.EACCES: "permission denied: write somewhere you may (--out), or fix the folder's permissions",

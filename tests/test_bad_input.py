@@ -317,7 +317,7 @@ def test_training_on_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(pram,
     done = pram("train", "--preset", "smoke", "--max-steps", "40", "--eval-languages", "", "--out", str(disk / "run"),
                 "--data-dir", str(data_dir), "--resume")
     _one_line(done, str(disk / "run"))
-    assert "the disk is full: free some space and run the same command again" in done.stderr
+    assert "the disk is full: free some space and run the same command again, with --resume" in done.stderr
     after = _hashes(disk / "run")
     # the checkpoints and metrics are as they were (config.json names the new budget the resume was asked for),
     # and nothing half-written lies beside them

@@ -902,3 +902,20 @@ def test_a_gpu_the_machine_does_not_have_is_refused_before_any_trial(tmp_path, d
     assert re.match(r"search: error: a trial asks for 1 CPU, 1 GPU and this machine has \d+ CPU, 0 GPU: no trial "
                     "could start", run.stderr.strip().splitlines()[-1]), run.stderr[-2000:]
     assert "Traceback" not in run.stderr and not out.exists()  # nothing left behind
+
+
+def test_a_final_run_that_failed_stops_the_search_before_its_result_files(tmp_path):
+    """A final table without one seed's run would compare PRAM and the baseline on different seeds."""
+    from ray.tune import Result
+
+    from pram.errors import UserError
+    from tune.run import check_final
+
+    def run(seed, error=None):
+        return Result(metrics={"final": 1}, error=error, path=str(tmp_path / f"seed-{seed}"), checkpoint=None)
+
+    check_final([run(0), run(1)], "de")  # every run finished: nothing to say
+    full = OSError(28, "No space left on device")
+    with pytest.raises(UserError, match=re.escape("final stage of de: 1 of 2 run(s) failed ([Errno 28] No space "
+                                                  "left on device); no result file was written")):
+        check_final([run(0), run(1, full)], "de")

@@ -197,9 +197,24 @@ def _target(s, out: Path, target: str, base: TrainConfig, ranges: dict, storage:
     if not retrain:
         return records, None
     final_grid = final_stage(s, target, base, data, best[target]["config"], resources, concurrency, rounds, resume)
+    check_final(final_grid, target)
     if not s.keep_checkpoints:
         free_disk(final_grid, s.storage, subfolder="last")  # best-target-dev and best-source-dev stay
     return records, final_runs(final_grid, out)
+
+
+def check_final(grid, target: str) -> None:
+    """A final run that failed (for good: after --max-failures retries) stops the search before its result files,
+    in one line: a final table without it would compare PRAM and the baseline on different seeds. --resume
+    retries it (Tune's resume_errored)."""
+    failed = [r for r in grid if r.error is not None]
+    if not failed:
+        return
+    cause = str(failed[0].error).strip().splitlines()[-1][:300] if str(failed[0].error).strip() else \
+        type(failed[0].error).__name__
+    raise UserError(f"final stage of {target}: {len(failed)} of {len(list(grid))} run(s) failed ({cause}); no "
+                    "result file was written: fix the cause (a full disk: free some space) and run the same "
+                    "command with --resume")
 
 
 def final_runs(grid, out: Path) -> list[results.FinalRun]:

@@ -390,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"search: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a full or read-only disk while writing results: one line; --resume goes on
+        from pram.errors import os_error_line
+
+        print(f"search: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         terminated = signal.SIGTERM in SIGNALLED
         print(f"search: {'terminated (SIGTERM)' if terminated else 'interrupted'}; run the same command with "
