@@ -22,6 +22,9 @@ import numpy as np
 
 MIN_ASO_SEEDS = 5
 """ASO compares two score distributions: below this many seeds a side it says little (Dror et al. 2019)."""
+MIN_VERDICT_PAIRS = 3
+"""A verdict needs this many pairs. With two, the spread of the differences rests on one degree of freedom: two
+seeds that happen to agree give a narrow interval by luck (a choice of this project, beyond the t-test itself)."""
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,13 @@ class SeedComparison:
 
 
 def verdict(low: float, high: float, n: int) -> str:
-    if n >= 2 and low > 0:
+    """`ahead` or `behind` when the interval excludes 0 and there are MIN_VERDICT_PAIRS pairs, else none."""
+    if n >= MIN_VERDICT_PAIRS and low > 0:
         return "ahead"
-    if n >= 2 and high < 0:
+    if n >= MIN_VERDICT_PAIRS and high < 0:
         return "behind"
-    return f"no difference shown at {n} seed{'s' if n != 1 else ''}"
+    few = f" (a verdict needs {MIN_VERDICT_PAIRS})" if n < MIN_VERDICT_PAIRS else ""
+    return f"no difference shown at {n} seed{'s' if n != 1 else ''}{few}"
 
 
 def seeds_needed(sd: float, delta: float = 1.0, power: float = 0.8, alpha: float = 0.05,

@@ -18,11 +18,11 @@ def test_paired_differences_by_hand():
     lines = paired_lines(rows, "de", "target-dev", ["de"])
     # differences +2.0 and -1.0: mean +0.50, sample sd 3 / sqrt 2; t(0.975, 1 df) = 12.7062 (a printed t table),
     # so the interval is 0.5 -/+ 12.7062 * (3 / sqrt 2) / sqrt 2 = 0.5 -/+ 19.06
-    assert lines[-2] == "| PRAM | +0.50 [-18.56, +19.56] (n=2): no difference shown at 2 seeds |"
+    assert lines[-2] == "| PRAM | +0.50 [-18.56, +19.56] (n=2): no difference shown at 2 seeds (a verdict needs 3) |"
     assert paired_lines([r for r in rows if r["variant"] == "both"], "de", "target-dev", ["de"]) == []
     # one pair (seed 0: 60 - 58) has no spread: the difference alone, and no verdict it cannot give
     assert paired_lines([r for r in rows if r["seed"] == 0], "de", "target-dev", ["de"])[-2] == \
-        "| PRAM | +2.00 (n=1): no difference shown at 1 seed |"
+        "| PRAM | +2.00 (n=1): no difference shown at 1 seed (a verdict needs 3) |"
 
 
 def test_a_target_language_is_drawn_only_from_the_runs_where_it_is_the_target():

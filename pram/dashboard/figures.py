@@ -57,15 +57,21 @@ def diagnostics(folder: SearchFolder, target: str, number: int) -> go.Figure:
 
     points = sorted((h for h in folder.history if (h["target"], h["optuna_trial"]) == (target, number)),
                     key=lambda h: h["step"])
-    fig = make_subplots(rows=1, cols=len(DIAGNOSTIC_PANELS), subplot_titles=[p[0] for p in DIAGNOSTIC_PANELS])
-    for col, (_, y_title, lines) in enumerate(DIAGNOSTIC_PANELS, start=1):
+    # three panels a row, so that each title has a third of the page (five in one row overlapped)
+    cols = 3
+    rows = math.ceil(len(DIAGNOSTIC_PANELS) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[0] for p in DIAGNOSTIC_PANELS],
+                        horizontal_spacing=0.08, vertical_spacing=0.22)
+    for i, (_, y_title, lines) in enumerate(DIAGNOSTIC_PANELS):
+        row, col = divmod(i, cols)
         for key, name in lines:
             shown = [h for h in points if h.get(key) is not None]
             fig.add_trace(go.Scatter(x=[h["step"] for h in shown], y=[h[key] for h in shown],
-                                     mode="lines+markers", name=name), row=1, col=col)
-        fig.update_xaxes(title_text="training step", row=1, col=col)
-        fig.update_yaxes(title_text=y_title, row=1, col=col)
-    fig.update_layout(title={"text": f"Diagnostics of q, target {target}, trial {number}"}, height=380,
+                                     mode="lines+markers", name=name), row=row + 1, col=col + 1)
+        fig.update_xaxes(title_text="training step", row=row + 1, col=col + 1)
+        fig.update_yaxes(title_text=y_title, row=row + 1, col=col + 1)
+    fig.update_annotations(font_size=13)
+    fig.update_layout(title={"text": f"Diagnostics of q, target {target}, trial {number}"}, height=340 * rows,
                       template="plotly_white", margin={"t": 80, "b": 50}, legend={"font": {"size": 11}})
     return fig  # (each panel names its own axes above; `titled` would set one y title for all)
 
@@ -161,6 +167,7 @@ def expected_best(folder: SearchFolder) -> go.Figure:
         fig.add_trace(go.Scatter(x=n, y=list(mean), mode="lines+markers", name=target,
                                  hovertemplate="%{y:.2f} expected best of %{x} trial(s)"))
     objective = folder.run.get("objective", "target-dev")
+    fig.update_xaxes(dtick=1)  # a number of trials is whole
     return titled(fig, f"Expected best {objective} F1 against the number of trials (band: ± 1 sd)",
                   "trials", f"expected best {objective} F1 (%)")
 
