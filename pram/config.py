@@ -46,6 +46,7 @@ class TrainConfig:
     frozen_layers: int = 3
     """Bottom encoder layers kept frozen (the embeddings too, with freeze_embeddings)."""
     freeze_embeddings: bool = True
+    """Keep the encoder's embeddings frozen too (its largest matrix in a multilingual vocabulary)."""
     head_dropout: float | None = None
     """Dropout before the linear classifier; None: the encoder's hidden_dropout_prob (0.1 for me5-small, mBERT)."""
 
@@ -58,6 +59,7 @@ class TrainConfig:
     target_batch_size: int | None = None
     """Unlabelled target sentences per step; None: batch_size."""
     lr: float = 5e-5
+    """AdamW's learning rate (the peak, with lr_schedule linear)."""
     lr_schedule: str = "constant"
     """constant, or linear: from 0 to lr over the warm-up, then down to 0 at max_steps (HuggingFace Trainer's
     default, get_linear_schedule_with_warmup)."""
@@ -74,7 +76,11 @@ class TrainConfig:
     average_start: float = 0.5
     """Fraction of max_steps after which the tail average begins."""
     max_steps: int = 400
+    """Training steps (Algorithm 1's iterations): a labelled batch per source and, once the target term is on, an
+    unlabelled target batch each."""
     eval_every: int = 100
+    """Steps between evaluations on the dev sets (and at the last step): where checkpoints are kept and, in a
+    search, ASHA's rungs."""
     patience: int | None = None
     """Stop after this many evaluations without a better selection metric; None: never."""
     train_sentences: int | None = None
@@ -84,6 +90,7 @@ class TrainConfig:
     test_sentences: int | None = None
     """Score the final model on the first N sentences of each test set; None: all (every reported test F1)."""
     eval_batch_size: int = 64
+    """Sentences a batch when tagging dev and test sets."""
 
     # PRAM (§3.3-3.5, Appendix A)
     apc: str = "both"
@@ -121,13 +128,16 @@ class TrainConfig:
     selection: str = "target-dev"
     """Metric that picks the kept checkpoint: target-dev (the paper's; uses target labels) or source-dev."""
     seed: int = 0
+    """Seed of the initial classifier, the batches, dropout and down-sampling: one seed, one run, bit for bit."""
     device: str = "auto"
+    """auto (a GPU where torch sees one, else the CPU), cpu, cuda or cuda:N."""
     precision: str = "fp32"
     """Encoder and classifier forward passes in fp32 or under bf16 autocast (for a GPU from A100 on; a CPU without
     AMX or AVX-512 BF16 runs bf16 far slower); weights, optimizer state, prototypes and the loss stay fp32."""
     threads: int | None = None
     """torch threads; None: leave torch's default (Ray sets 1 per CPU of a trial)."""
     out_dir: str = "runs/train"
+    """Where the run writes config.json, metrics.json and checkpoints/."""
     quiet: bool = False
     """No progress bar or tables (inside a search)."""
 
@@ -191,6 +201,23 @@ class TrainConfig:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
         return cls(**values)
 
+
+CHOICES = {"apc": APC_SIDES, "guidance": GUIDANCE, "selection": SELECTIONS, "source_sampling": SOURCE_SAMPLING,
+           "precision": PRECISIONS, "proto_layers": PROTO_LAYERS, "proto_space": PROTO_SPACES,
+           "lam_weights": LAM_WEIGHTS, "lr_schedule": LR_SCHEDULES, "average": AVERAGES}
+"""The fields with a fixed set of values: their flags offer them (`--help` lists them)."""
+
+FIELD_GROUPS = {  # --help's sections, in this order; a field in none is "advanced"
+    "data": ("dataset", "sources", "target", "eval_languages", "train_sentences", "data_dir", "cache_dir",
+             "max_length"),
+    "model": ("encoder", "frozen_layers", "freeze_embeddings", "head_dropout"),
+    "APC (the method)": ("apc", "tau", "lam", "alpha", "beta", "gamma", "beta_start", "beta_ramp", "proto_layers",
+                         "proto_space", "proto_dim", "guidance", "lam_weights"),
+    "schedule": ("batch_size", "target_batch_size", "source_sampling", "lr", "lr_schedule", "warmup",
+                 "weight_decay", "max_steps", "average", "average_decay", "average_start", "seed"),
+    "evaluation": ("eval_every", "eval_sentences", "test_sentences", "selection", "patience"),
+}
+"""`pram train --help`'s argument groups."""
 
 # The settings a search may vary (tune/space.py), in the order a trial suggests them: numbers, drawn from
 # ranges (INTEGER ones as whole numbers) or a list, and names, drawn as a choice. Not the step budget
