@@ -143,7 +143,7 @@ def paired_lines(rows: list[dict], target: str, selection: str, langs: list[str]
 
 
 def write_figure(rows: list[dict], dataset: str, path: Path) -> None:
-    from pram.figures import experiment_figure
+    from pram.experiment_figures import experiment_figure
 
     paper = PAPER_TABLE5.get(dataset) or {}
     targets = ", ".join(dict.fromkeys(r["target"] for r in rows))
@@ -194,7 +194,7 @@ def write_diagnostics(rows: list[dict], runs_dir: Path, base: TrainConfig, path:
     """diagnostics.png: the diagnostics of q of every run of the table whose metrics.json is in runs_dir, one
     picture per target (the first target's, when there are several, is path; the others path-<target>.png).
     Returns the lines of summary.md's diagnostics table."""
-    from pram.figures import diagnostics_figure
+    from pram.experiment_figures import diagnostics_figure
 
     lines = []
     for n, target in enumerate(dict.fromkeys(r["target"] for r in rows)):

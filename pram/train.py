@@ -4,7 +4,7 @@ It knows nothing of Ray: a search passes `report`, called after every evaluation
 checkpoint written at it (None when that evaluation wrote none: `train`'s save_every) and whether it is the run's
 last evaluation. Every step is a pure function of (seed, step) for its batches, dropout and down-sampling, so a
 resumed run repeats exactly what an uninterrupted one would have done. What a run measures is in `metrics.py`,
-which weights it keeps in `selection.py`, what it prints in `report.py`.
+which weights it keeps in `selection.py`, what it prints in `console.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pram.averaging import WeightAverage
 from pram.batches import batch_at, collate
 from pram.checkpoint import load_checkpoint, read_state, restore_last, save_last
 from pram.config import SELECTIONS, TrainConfig
+from pram.console import TrainingDisplay, final_table
 from pram.device import autocast, check_precision, pick_device
 from pram.encoder import fingerprint
 from pram.errors import UserError
@@ -30,7 +31,6 @@ from pram.losses import beta_weight
 from pram.metrics import bank_stats, collapsed, dev_metrics, test_metrics
 from pram.model import TokenClassifier
 from pram.objective import Banks, Weights, objective_parts
-from pram.report import TrainingDisplay, final_table
 from pram.selection import empty_best, first_selectable_step, record_best
 
 __all__ = ["build_model", "first_pieces", "first_selectable_step", "lr_at", "pick_device", "step_batches", "train",

@@ -36,3 +36,44 @@ def test_pram_train_help_is_in_sections():
     for section in ("data:", "model:", "APC (the method):", "schedule:", "evaluation:", "advanced:"):
         assert f"\n{section}\n" in text, section
     assert "--lr-schedule {constant,linear}" in text and "--average {none,ema,tail}" in text
+
+
+def test_no_import_circle_and_no_sys_path_edit():
+    """Every import between pram/ and tune/ modules, read from the source (those inside functions too): no module
+    reaches itself again, and nothing edits sys.path (benchmarks and tests import the installed packages)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    modules = {}
+    for package in ("pram", "tune"):
+        for path in (root / package).rglob("*.py"):
+            name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found = set()
+        for node in ast.walk(tree):  # at module level and inside functions (which import when called) alike
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        # (a module's own packages are being imported already when it runs: not an edge back to them)
+        graph[name] = {m for m in found if m in modules and m != name and not name.startswith(m + ".")}
+
+    def reaches(start: str) -> bool:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            m = todo.pop()
+            if m == start:
+                return True
+            if m not in seen:
+                seen.add(m)
+                todo += graph[m]
+        return False
+
+    assert [m for m in graph if reaches(m)] == []
+    edits = [str(p.relative_to(root)) for p in root.rglob("*.py") if ".venv" not in p.parts
+             and p.name != "test_cli.py" and "sys.path" in p.read_text(encoding="utf-8")]
+    assert edits == []

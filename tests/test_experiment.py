@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pram.experiment import paired_lines
-from pram.figures import as_own_target
+from pram.experiment_figures import as_own_target
 
 
 def test_paired_differences_by_hand():

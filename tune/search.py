@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from pram.cli import add_config_flags
 from pram.config import PRESETS, TrainConfig
 from pram.errors import UserError
+from pram.flags import add_config_flags
 from pram.results import OBJECTIVE_METRICS, SPACE
 from tune.space import PAPER_SETTINGS, SAMPLERS, SCHEDULERS, SHIPPED, load_space, search_ranges, space_hash, space_path
 

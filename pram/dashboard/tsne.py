@@ -184,7 +184,7 @@ def _figure(target: str, samples: dict[str, Sample], per_class: int) -> go.Figur
 
 def tsne_command(specs: list[str], out: str, per_class: int, data_dir: str | None, threads: int) -> int:
     """`pram tsne NAME=CHECKPOINT ... --out FILE.png`: Figure 4 for checkpoints of one target, side by side."""
-    from pram.figures import tsne_figure_png
+    from pram.experiment_figures import tsne_figure_png
 
     paths = {}
     for spec in specs:
