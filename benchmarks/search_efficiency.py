@@ -2,7 +2,7 @@
 trains every trial to the end, on the same budget of training steps, several search seeds.
 
     python benchmarks/search_efficiency.py [--seeds 0,1,2,3,4] [--arms random,tpe,tpe+asha,tpe+hyperband]
-                                           [--random-trials 12] [--early-trials 24]
+                                           [--random-trials 12] [--early-trials 24] [--tag NAME]
 
 Every arm is `tune/search.py` on the laptop preset's search schedule (150 steps of 8 sentences, an evaluation
 every 50), single-source English -> German, two one-thread trials at a time, then one final run of the setting
@@ -23,7 +23,13 @@ steps of random search, in mean over the seeds.
 
 Each finished search leaves results/search-efficiency/<arm>-seed<seed>.json (committed: its curve, test F1 and
 wall time), read instead of running it again; an interrupted one resumes from runs/search-efficiency/. So the
-comparison is built across sessions, and the section is rewritten from the searches finished so far.
+comparison is built across sessions, and the section is rewritten from the searches finished so far. --tag NAME
+keeps another comparison apart (results/search-efficiency-NAME/, its own section and figure): the 24-trial
+comparison of issue 44 is `--tag 24 --random-trials 24 --arms random,tpe,gp`.
+
+Beside the rule: each arm's expected best dev F1 of a search of n trials drawn from its trials (Dodge et al.
+2019, pooled over seeds: mean and sd over seeds of each seed's curve), and the paired difference of best dev F1
+and test F1 against the first arm with its 95% interval (pram/stats.py).
 """
 
 from __future__ import annotations
@@ -39,14 +45,17 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURE = ROOT / "results" / "search-efficiency.png"
 RECORDS = ROOT / "results" / "search-efficiency"
 RUNS = ROOT / "runs" / "search-efficiency"
+PLACES = {"figure": FIGURE, "records": RECORDS, "runs": RUNS, "section": "search-efficiency"}  # (--tag moves them)
 COMMON = ["--targets", "de", "--preset", "laptop",
           "--final-seeds", "1", "--no-baseline", "--max-concurrent", "2", "--cpus-per-trial", "1"]
 ARMS = {"random": ["--sampler", "random", "--scheduler", "fifo"],
         "tpe": ["--sampler", "tpe", "--scheduler", "fifo"],
         "tpe+asha": ["--sampler", "tpe", "--scheduler", "asha"],
-        "tpe+hyperband": ["--sampler", "tpe", "--scheduler", "hyperband"]}
+        "tpe+hyperband": ["--sampler", "tpe", "--scheduler", "hyperband"],
+        "gp": ["--sampler", "gp", "--scheduler", "fifo"]}
 NAMES = {"random": "random search, no early stopping", "tpe": "Optuna TPE, no early stopping (the laptop default)",
-         "tpe+asha": "Optuna TPE + ASHA", "tpe+hyperband": "Optuna TPE + HyperBand"}
+         "tpe+asha": "Optuna TPE + ASHA", "tpe+hyperband": "Optuna TPE + HyperBand",
+         "gp": "Optuna GP sampler, no early stopping"}
 CLOSE = 0.5
 
 
@@ -58,8 +67,8 @@ def record(arm: str, seed: int, trials: int) -> dict:
 
     from pram.files import write_atomically
 
-    kept = RECORDS / f"{arm}-seed{seed}.json"
-    out = RUNS / f"{arm}-seed{seed}"
+    kept = PLACES["records"] / f"{arm}-seed{seed}.json"
+    out = PLACES["runs"] / f"{arm}-seed{seed}"
     if kept.is_file():
         found = json.loads(kept.read_text())
         if "values" not in found and (out / "history.parquet").is_file():  # (a record from before "values")
@@ -70,9 +79,10 @@ def record(arm: str, seed: int, trials: int) -> dict:
                                                      "--seed", str(seed)])
     final = [r["f1_mean"] for r in pq.read_table(out / "final.parquet").to_pylist()
              if (r["variant"], r["selection"], r["lang"]) == ("both", "target-dev", "de")]
-    found = {"arm": arm, "seed": seed, "trials": trials, "wall_s": round(wall, 1), "test_f1": final[0],
+    found = {"arm": arm, "seed": seed, "trials": trials, "startup": startup_of(trials), "wall_s": round(wall, 1),
+             "test_f1": final[0],
              "curve": curve(out), "values": trial_values(out)}
-    RECORDS.mkdir(parents=True, exist_ok=True)
+    PLACES["records"].mkdir(parents=True, exist_ok=True)
     write_atomically(kept, json.dumps(found) + "\n")
     return found
 
@@ -120,7 +130,8 @@ def draw(curves: dict, budget: int) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    colors = {"random": "tab:gray", "tpe": "tab:green", "tpe+asha": "tab:blue", "tpe+hyperband": "tab:orange"}
+    colors = {"random": "tab:gray", "tpe": "tab:green", "tpe+asha": "tab:blue", "tpe+hyperband": "tab:orange",
+              "gp": "tab:purple"}
     for (arm, seed), points in sorted(curves.items()):
         within = [(u, f) for u, f in points if u <= budget]
         if not within:
@@ -135,7 +146,7 @@ def draw(curves: dict, budget: int) -> None:
     ax.set_title("Search efficiency, en -> de, laptop schedule (one line per seed)")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(FIGURE, dpi=120)
+    fig.savefig(PLACES["figure"], dpi=120)
 
 
 def main() -> None:
@@ -145,7 +156,12 @@ def main() -> None:
                         help=f"comma-separated, of {', '.join(ARMS)}; the first is the baseline of the rule")
     parser.add_argument("--random-trials", type=int, default=12, help="trials of the random arm: the budget")
     parser.add_argument("--early-trials", type=int, default=24, help="trials an early-stopping arm may start")
+    parser.add_argument("--tag", default=None, help="another comparison, kept apart: results/search-efficiency-TAG/")
     args = parser.parse_args()
+    if args.tag:
+        PLACES.update(figure=FIGURE.with_name(f"search-efficiency-{args.tag}.png"),
+                      records=RECORDS.with_name(f"search-efficiency-{args.tag}"),
+                      runs=RUNS.with_name(f"search-efficiency-{args.tag}"), section=f"search-efficiency-{args.tag}")
     seeds = [int(s) for s in args.seeds.split(",")]
     arms = args.arms.split(",")
     budget = args.random_trials * 150
@@ -158,6 +174,39 @@ def main() -> None:
             print(f"seed {seed} {arm}: {found['wall_s']:.0f} s, best within budget "
                   f"{best_within(found['curve'], budget):.2f}, test F1 {found['test_f1']:.2f}", flush=True)
         report(args, arms, [s for s in seeds if s <= seed], searches, budget)
+
+
+def startup_of(trials: int) -> int:
+    """The random start-up of the model-based samplers at this budget (tune.space.make_sampler's rule)."""
+    return max(2, min(10, trials // 3))
+
+
+def expected_lines(arms: list[str], seeds: list[int], searches: dict) -> list[str]:
+    """Each arm's expected best dev F1 of n trials (Dodge et al. 2019), mean ± sd over seeds, at a few n."""
+    from pram.stats import expected_best
+
+    lines = []
+    for arm in arms:
+        if any("values" not in searches[arm, s] for s in seeds):
+            continue
+        n_max = min(len(searches[arm, s]["values"]) for s in seeds)
+        marks = sorted({1, 3, 6, 12, n_max} & set(range(1, n_max + 1)))
+        cells = [f"{n}: {mean_sd([expected_best(searches[arm, s]['values'], n)[0] for s in seeds])}" for n in marks]
+        lines.append(f"- expected best dev F1 of n trials, {NAMES[arm]}: " + "; ".join(cells))
+    return lines
+
+
+def paired_lines(arms: list[str], seeds: list[int], searches: dict, budget: int) -> list[str]:
+    """Best dev F1 within the budget and test F1 of the chosen setting, each arm minus the first, by seed."""
+    from pram.stats import compare_seeds
+
+    lines = []
+    for arm in arms[1:]:
+        for name, key in (("best dev F1", lambda f: best_within(f["curve"], budget)),
+                          ("test F1 of the chosen setting", lambda f: f["test_f1"])):
+            c = compare_seeds([key(searches[arm, s]) for s in seeds], [key(searches[arms[0], s]) for s in seeds])
+            lines.append(f"- {NAMES[arm]} minus {NAMES[arms[0]]}, {name}: {c.interval()}: {c.verdict}")
+    return lines
 
 
 def learned(arms: list[str], seeds: list[int], searches: dict, startup: int) -> list[str]:
@@ -210,20 +259,23 @@ def report(args, arms: list[str], seeds: list[int], searches: dict, budget: int)
                 f"{'met' if means[arm] <= 0.5 * means[arms[0]] else 'not met'}; to within {CLOSE} F1 of the best "
                 f"either arm found with the same seed, {seed_means[arm]:.0f} steps against {seed_means[arms[0]]:.0f} "
                 f"in mean ({seed_means[arm] / seed_means[arms[0]]:.2f}x)" for arm in arms[1:]]
-    summary += learned(arms, seeds, searches, args.random_trials // 2)
+    first = searches[arms[0], seeds[0]]  # (records from before "startup": half the trials, the rule then)
+    summary += learned(arms, seeds, searches, first.get("startup", first["trials"] // 2))
+    summary += expected_lines(arms, seeds, searches) + paired_lines(arms, seeds, searches, budget)
     header = ["seed", "arm", f"best dev F1 within {budget} steps",
               f"steps to within {CLOSE} F1 of the best known", f"steps to within {CLOSE} F1 of the seed's best",
               "test F1 of the chosen setting", "wall min"]
     draw(curves, budget)
     body = table(header, rows) + "\n\n" + "\n".join(summary) + (
         f"\n\nBudget: {args.random_trials} random trials x 150 steps = {budget} steps; an early-stopping arm could "
-        f"start {args.early_trials} trials and is counted up to the same budget. Dev F1 is measured on 200 German "
-        "dev sentences (the laptop search's setting; its noise: the objective-noise section). The test F1 is one "
+        f"start {args.early_trials} trials and is counted up to the same budget. Dev F1 is measured on the laptop "
+        "search's dev sample (its noise: the objective-noise and end-of-trial sections). The test F1 is one "
         "final run (seed = the search seed) of the chosen setting, on the whole German test set; the "
         "wall time includes it. Seeds so far: " + ", ".join(map(str, seeds)) +
-        ". Curves: [search-efficiency.png](search-efficiency.png).")
-    title = "Search efficiency: Optuna TPE, with or without early stopping, against random search"
-    write_section("search-efficiency", title, body, 1)
+        f". Curves: [{PLACES['figure'].name}]({PLACES['figure'].name}).")
+    title = "Search efficiency: Optuna TPE, with or without early stopping, against random search" + \
+        (f" ({args.random_trials} trials)" if args.tag else "")
+    write_section(PLACES["section"], title, body, 1)
 
 
 if __name__ == "__main__":

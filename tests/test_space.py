@@ -68,7 +68,7 @@ def test_every_suggestion_lies_in_its_range_and_log_settings_are_drawn_on_a_log_
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_the_same_seed_suggests_the_same_values_in_the_same_order(sampler):
     ranges = load_space(space_path("wide", "conll"))
-    first = draws(ranges, n=8, seed=5, sampler=sampler)  # past TPE's and GP's random start (4 of 8)
+    first = draws(ranges, n=8, seed=5, sampler=sampler)  # past TPE's and GP's random start (2 of 8)
     assert draws(ranges, n=8, seed=5, sampler=sampler) == first
     assert draws(ranges, n=8, seed=6, sampler=sampler) != first
     for params in first:  # every sampler keeps to the space: log range, choices, the condition
