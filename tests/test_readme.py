@@ -1,4 +1,5 @@
-"""The README's figures about the code are checked against the code, so that the two cannot drift apart."""
+"""The figures the README and docs/ quote about the code are checked against the code, so that the two cannot
+drift apart; and every relative link of the documentation leads to a file."""
 
 import re
 from pathlib import Path
@@ -6,6 +7,12 @@ from pathlib import Path
 from pram.config import PRESETS, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def docs_text() -> str:
+    """README.md and every page of docs/, white space folded (a sentence may wrap anywhere)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return " ".join(" ".join(p.read_text(encoding="utf-8").split()) for p in pages)
 
 
 def _number(text: str) -> float | None:
@@ -41,7 +48,7 @@ def test_the_search_ranges_and_laptop_defaults_the_readme_quotes_are_the_codes()
     from tune.search import SEARCH_DEFAULTS
     from tune.space import PAPER_RANGES, Choice, Interval
 
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = docs_text()
     conll, wikiann = PAPER_RANGES["conll"], PAPER_RANGES["wikiann"]
 
     def number(x: float) -> str:  # as the README writes them: 0.15, 0.8, 1.0
@@ -71,7 +78,7 @@ def test_the_wide_space_predict_chunks_and_importance_threshold_the_readme_quote
     from pram.predict import CHUNK
     from tune.space import Choice, load_space, space_path
 
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = docs_text()
     for dataset in ("conll", "wikiann"):
         wide = load_space(space_path("wide", dataset))
         assert (wide["tau"].low, wide["tau"].log) == (0.02, True)
@@ -105,3 +112,19 @@ def test_the_apc_verdicts_the_readme_quotes_follow_from_the_committed_runs():
             b += [f1[("none", s)] for s in seeds]
         interval = compare_seeds(a, b).interval()
         assert interval.split(" (n=")[0] in readme and interval in verdicts, (folder, interval)
+
+
+def test_every_relative_link_of_the_documentation_resolves():
+    pages = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", ROOT / "results" / "README.md",
+             *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.DOTALL)  # not code
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://|#|mailto:", target):
+                continue
+            path = (page.parent / target.split("#")[0]).resolve()
+            if not path.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert broken == []
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 160
