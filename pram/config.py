@@ -21,6 +21,7 @@ PROTO_SPACES = ("hidden", "centered", "projection")
 LAM_WEIGHTS = ("old", "new")
 LR_SCHEDULES = ("constant", "linear")
 AVERAGES = ("none", "ema", "tail")
+TEST_LANGUAGES = ("all", "target")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class TrainConfig:
     """Evaluate on the first N sentences of each dev set; None: all."""
     test_sentences: int | None = None
     """Score the final model on the first N sentences of each test set; None: all (every reported test F1)."""
+    test_languages: str = "all"
+    """Test sets the final model is scored on: all (every source, the target and eval_languages) or target (the
+    target's alone: what a verdict reads, at a quarter of the tagging on CoNLL)."""
     eval_batch_size: int = 64
     """Sentences a batch when tagging dev and test sets."""
 
@@ -167,6 +171,7 @@ class TrainConfig:
             (self.average in AVERAGES, f"average must be one of {AVERAGES}"),
             (0 < self.average_decay < 1, "average_decay must be in (0, 1)"),
             (0 <= self.average_start < 1, "average_start is a fraction of max_steps, in [0, 1)"),
+            (self.test_languages in TEST_LANGUAGES, f"test_languages must be one of {TEST_LANGUAGES}"),
             (self.head_dropout is None or 0 <= self.head_dropout < 1, "head_dropout must be in [0, 1)"),
         ]
         for ok, message in checks:
@@ -204,7 +209,8 @@ class TrainConfig:
 
 CHOICES = {"apc": APC_SIDES, "guidance": GUIDANCE, "selection": SELECTIONS, "source_sampling": SOURCE_SAMPLING,
            "precision": PRECISIONS, "proto_layers": PROTO_LAYERS, "proto_space": PROTO_SPACES,
-           "lam_weights": LAM_WEIGHTS, "lr_schedule": LR_SCHEDULES, "average": AVERAGES}
+           "lam_weights": LAM_WEIGHTS, "lr_schedule": LR_SCHEDULES, "average": AVERAGES,
+           "test_languages": TEST_LANGUAGES}
 """The fields with a fixed set of values: their flags offer them (`--help` lists them)."""
 
 FIELD_GROUPS = {  # --help's sections, in this order; a field in none is "advanced"
@@ -215,7 +221,7 @@ FIELD_GROUPS = {  # --help's sections, in this order; a field in none is "advanc
                          "proto_space", "proto_dim", "guidance", "lam_weights"),
     "schedule": ("batch_size", "target_batch_size", "source_sampling", "lr", "lr_schedule", "warmup",
                  "weight_decay", "max_steps", "average", "average_decay", "average_start", "seed"),
-    "evaluation": ("eval_every", "eval_sentences", "test_sentences", "selection", "patience"),
+    "evaluation": ("eval_every", "eval_sentences", "test_sentences", "test_languages", "selection", "patience"),
 }
 """`pram train --help`'s argument groups."""
 

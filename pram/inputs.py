@@ -86,7 +86,8 @@ def prepare_data(config: TrainConfig) -> TrainData:
     target_train = _rows(encode(_subset(target_split, config.train_sentences, config.seed), False))
     dev = {lang: encode(_first(corpora[lang]["dev"], config.eval_sentences), True)
            for lang in (*config.sources, config.target)}
-    test = {lang: encode(_first(corpora[lang]["test"], config.test_sentences), True) for lang in langs}
+    tested = langs if config.test_languages == "all" else (config.target,)
+    test = {lang: encode(_first(corpora[lang]["test"], config.test_sentences), True) for lang in tested}
     labels = [label for rows in source_train.values() for row in rows for label in row["labels"] if label >= 0]
     share = sum(label != 0 for label in labels) / max(1, len(labels))
     return TrainData(LABELS[config.dataset], encoder_path, tokenizer.pad_token_id, source_train, target_train,

@@ -502,3 +502,10 @@ def test_a_run_and_its_checkpoints_follow_the_users_umask(smoke_config, smoke_da
     assert modes["checkpoints/last/model.safetensors"] == modes["checkpoints/last/state.json"] == 0o640
     assert modes["config.json"] == modes["metrics.json"] == 0o640
     assert set(modes.values()) == {0o750, 0o640}
+
+
+def test_test_languages_target_scores_the_target_alone(smoke_config, smoke_data):
+    assert set(smoke_data.test) == {"en", "de"}  # the smoke run: the source and the target
+    only = prepare_data(replace(smoke_config, test_languages="target"))
+    assert set(only.test) == {"de"} and set(only.dev) == {"en", "de"}  # dev sets still serve both rules
+    assert only.test["de"]["tokens"] == smoke_data.test["de"]["tokens"]
