@@ -4,7 +4,8 @@
 
 Reads the tables in results/ (no training): each `pram experiment` folder's runs.parquet (every variant minus
 `--apc none`, paired by seed, on the target's test set, for both selection rules), pooled over the targets of
-the two APC verdicts (apc-geometry: de, es, nl; apc-distant: ar, hi, zh), and the two search comparisons
+the two APC verdicts (apc-geometry: de, es, nl; apc-distant: ar, hi, zh), the final stage of each committed
+search folder (final.parquet), and the two search comparisons
 (search-efficiency: TPE against random search, paired by search seed; search-space: `wide` against `paper`).
 Writes results/VERDICTS.md: per comparison the mean paired difference, its 95% Student-t interval and the number
 of pairs, the verdict, deepsig's almost-stochastic-order score where each side has 5 or more, and the pairs a
@@ -68,6 +69,24 @@ def pooled_rows() -> list[list[str]]:
     return rows
 
 
+def final_stage_rows() -> list[list[str]]:
+    """The final stage of each committed search folder: PRAM against its no-APC baseline, paired by seed."""
+    from pram.results import FINAL, paired_arms
+
+    rows = []
+    for final in sorted(RESULTS.glob(f"*/{FINAL}")):
+        table = pq.read_table(final).to_pylist()
+        if not any(r["variant"] == "none" for r in table):
+            continue
+        folder = str(final.parent.relative_to(RESULTS))
+        for target in dict.fromkeys(r["target"] for r in table):
+            for selection in ("target-dev", "source-dev"):
+                c = paired_arms(table, target, selection)
+                if c is not None:
+                    rows.append([f"`{folder}`", target, selection, "PRAM", *cells(c)])
+    return rows
+
+
 def search_rows() -> list[list[str]]:
     rows = []
     arms = {}
@@ -91,6 +110,44 @@ def search_rows() -> list[list[str]]:
     return rows
 
 
+OLD_PAIRED = "Paired by seed, variant minus `--apc none` (mean ± std of the differences):"
+
+
+def refresh_summaries() -> list[str]:
+    """The paired tables of each committed `pram experiment` summary.md, written again with intervals and
+    verdicts (pram.experiment.paired_lines) from its runs.parquet; the rest of the file is left as it was (its
+    diagnostics were drawn from runs that are not committed). Returns the files changed."""
+    import re
+
+    from pram.experiment import paired_lines
+
+    changed = []
+    for table in sorted(RESULTS.glob("**/runs.parquet")):
+        summary = table.parent / "summary.md"
+        if not summary.is_file() or OLD_PAIRED not in summary.read_text(encoding="utf-8"):
+            continue
+        rows = pq.read_table(table).to_pylist()
+        lines = summary.read_text(encoding="utf-8").split("\n")
+        out, heading, i = [], None, 0
+        while i < len(lines):
+            found = re.match(r"### Target (\S+), checkpoint chosen on (\S+)$", lines[i])
+            heading = (found.group(1), found.group(2)) if found else heading
+            if lines[i] != OLD_PAIRED:
+                out.append(lines[i])
+                i += 1
+                continue
+            header = lines[i + 2]
+            langs = [c.strip().removesuffix(" Δ F1") for c in header.strip("|").split("|")[2:]]
+            end = i + 1
+            while end < len(lines) and not (lines[end] == "" and lines[end - 1].startswith("|")):
+                end += 1
+            out += paired_lines(rows, heading[0], heading[1], langs)[:-1]
+            i = end
+        summary.write_text("\n".join(out), encoding="utf-8")
+        changed.append(str(summary.relative_to(RESULTS)))
+    return changed
+
+
 def main() -> None:
     from common import command_line, table
 
@@ -111,11 +168,14 @@ def main() -> None:
         "## The two APC verdicts pooled over their targets (pairs from different targets: a summary, not "
         "independent draws of one experiment)",
         table(header, pooled_rows()),
+        "## PRAM against the baseline in the final stage of each committed search (2 seeds each)",
+        table(header, final_stage_rows()),
         "## The search comparisons",
         table(header, search_rows()),
     ])
     (RESULTS / "VERDICTS.md").write_text(text + "\n")
     print(text)
+    print("paired tables written again with intervals:", ", ".join(refresh_summaries()) or "none")
 
 
 if __name__ == "__main__":
