@@ -52,20 +52,13 @@ def _checkpoint_of(path: Path) -> tuple[Path, dict | None]:
 
 
 def _tag(checkpoint: Path, tokens: list[list[str]]) -> list[list[str]]:
-    from datasets import Dataset
-
-    from pram.batches import encode_dataset
     from pram.config import TrainConfig
     from pram.device import pick_device
-    from pram.evaluate import predict
-    from pram.predict import load_trained
+    from pram.predict import load_trained, tag_sentences
 
     device = pick_device("auto")
     model, tokenizer, info = load_trained(checkpoint, device)
-    config = TrainConfig.from_dict(info["config"])
-    encoded = encode_dataset(Dataset.from_dict({"tokens": tokens}), tokenizer, config.max_length, labelled=False)
-    words = predict(model, encoded, tokenizer.pad_token_id, config.eval_batch_size, device).words
-    return [[info["label_names"][t] if t >= 0 else "O" for t in sentence] for sentence in words]
+    return tag_sentences(model, tokenizer, tokens, TrainConfig.from_dict(info["config"]), info["label_names"], device)
 
 
 def _predictions(path: Path, tokens: list[list[str]], gold_name: str) -> list[list[str]]:

@@ -198,14 +198,20 @@ def _chunks(sentences: Iterator[list[str]], size: int) -> Iterator[list[list[str
         yield chunk
 
 
-def tag_chunk(model, tokenizer, sentences: list[list[str]], config: TrainConfig, names: list[str],
-              device: str) -> str:
-    """`token<TAB>tag` lines of each sentence, a blank line after each, in input order."""
+def tag_sentences(model, tokenizer, sentences: list[list[str]], config: TrainConfig, names: list[str],
+                  device: str) -> list[list[str]]:
+    """The tag of every word of each sentence, in input order (a word cut by truncation: O)."""
     data = Dataset.from_dict({"tokens": sentences})
     encoded = encode_dataset(data, tokenizer, config.max_length, labelled=False)
     predicted = predict(model, encoded, tokenizer.pad_token_id, config.eval_batch_size, device).words
-    return "".join("\n".join(f"{w}\t{names[t] if t >= 0 else 'O'}" for w, t in zip(s, p)) + "\n\n"
-                   for s, p in zip(sentences, predicted))
+    return [[names[t] if t >= 0 else "O" for t in words] for words in predicted]
+
+
+def tag_chunk(model, tokenizer, sentences: list[list[str]], config: TrainConfig, names: list[str],
+              device: str) -> str:
+    """`token<TAB>tag` lines of each sentence, a blank line after each, in input order."""
+    tags = tag_sentences(model, tokenizer, sentences, config, names, device)
+    return "".join("\n".join(f"{w}\t{t}" for w, t in zip(s, p)) + "\n\n" for s, p in zip(sentences, tags))
 
 
 def predict_command(checkpoint: str, file: str, out: str | None, encoder: str | None = None,
