@@ -34,6 +34,12 @@ def cells(c) -> list[str]:
     return [c.interval(), c.verdict, aso, need]
 
 
+def target_f1(runs: list[dict], target: str, selection: str) -> dict[tuple[str, int], float]:
+    """(variant, seed) -> test F1 on the target of the weights `selection` kept, from runs.parquet rows."""
+    return {(r["variant"], r["seed"]): r["f1"] for r in runs
+            if (r["target"], r["selection"], r["lang"]) == (target, selection, target)}
+
+
 def experiment_rows() -> list[list[str]]:
     rows = []
     for table in sorted(RESULTS.glob("**/runs.parquet")):
@@ -41,8 +47,7 @@ def experiment_rows() -> list[list[str]]:
         folder = str(table.parent.relative_to(RESULTS))
         for target in dict.fromkeys(r["target"] for r in runs):
             for selection in ("target-dev", "source-dev"):
-                f1 = {(r["variant"], r["seed"]): r["f1"] for r in runs
-                      if (r["target"], r["selection"], r["lang"]) == (target, selection, target)}
+                f1 = target_f1(runs, target, selection)
                 for variant in dict.fromkeys(v for v, _ in f1):
                     seeds = sorted(s for v, s in f1 if v == variant and ("none", s) in f1)
                     if variant == "none" or not seeds:
@@ -59,8 +64,7 @@ def pooled_rows() -> list[list[str]]:
             a, b = [], []
             for target in targets:
                 runs = pq.read_table(RESULTS / folder / target / "runs.parquet").to_pylist()
-                f1 = {(r["variant"], r["seed"]): r["f1"] for r in runs
-                      if (r["target"], r["selection"], r["lang"]) == (target, selection, target)}
+                f1 = target_f1(runs, target, selection)
                 seeds = sorted(s for v, s in f1 if v == "both" and ("none", s) in f1)
                 a += [f1[("both", s)] for s in seeds]
                 b += [f1[("none", s)] for s in seeds]
