@@ -88,6 +88,9 @@ class TrainConfig:
     """Use a seeded random subset of this many sentences of each training split; None: all."""
     eval_sentences: int | None = None
     """Evaluate on the first N sentences of each dev set; None: all."""
+    source_eval_sentences: int | None = None
+    """The first N sentences of each source's dev set instead (the source-dev rule and objective read them; the
+    target-dev objective reads the target's alone); None: as eval_sentences."""
     test_sentences: int | None = None
     """Score the final model on the first N sentences of each test set; None: all (every reported test F1)."""
     test_languages: str = "all"
@@ -221,7 +224,8 @@ FIELD_GROUPS = {  # --help's sections, in this order; a field in none is "advanc
                          "proto_space", "proto_dim", "guidance", "lam_weights"),
     "schedule": ("batch_size", "target_batch_size", "source_sampling", "lr", "lr_schedule", "warmup",
                  "weight_decay", "max_steps", "average", "average_decay", "average_start", "seed"),
-    "evaluation": ("eval_every", "eval_sentences", "test_sentences", "test_languages", "selection", "patience"),
+    "evaluation": ("eval_every", "eval_sentences", "source_eval_sentences", "test_sentences", "test_languages",
+                   "selection", "patience"),
 }
 """`pram train --help`'s argument groups."""
 

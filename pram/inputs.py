@@ -84,8 +84,9 @@ def prepare_data(config: TrainConfig) -> TrainData:
         from datasets import concatenate_datasets
         target_split = concatenate_datasets([target_split, corpora[config.target]["extra"]])
     target_train = _rows(encode(_subset(target_split, config.train_sentences, config.seed), False))
-    dev = {lang: encode(_first(corpora[lang]["dev"], config.eval_sentences), True)
-           for lang in (*config.sources, config.target)}
+    source_eval = config.eval_sentences if config.source_eval_sentences is None else config.source_eval_sentences
+    dev = {lang: encode(_first(corpora[lang]["dev"], source_eval if lang in config.sources else
+                               config.eval_sentences), True) for lang in (*config.sources, config.target)}
     tested = langs if config.test_languages == "all" else (config.target,)
     test = {lang: encode(_first(corpora[lang]["test"], config.test_sentences), True) for lang in tested}
     labels = [label for rows in source_train.values() for row in rows for label in row["labels"] if label >= 0]

@@ -25,6 +25,15 @@ def test_two_trials_of_one_search_draw_the_same_batches_and_dev_sentences(data_d
     assert step_batches(other, prepare_data(other), 0) != step_batches(a, data_a, 0)
 
 
+def test_source_dev_sets_can_take_a_smaller_sample_than_the_target(data_dir, tmp_path):
+    config = replace(search_config("conll", "multi", "de", "smoke", {}, "target-dev", 3, data_dir=str(data_dir),
+                                   cache_dir=str(tmp_path / "cache")), eval_sentences=30, source_eval_sentences=7)
+    data = prepare_data(config)
+    assert {lang: len(split) for lang, split in data.dev.items()} == {"en": 7, "es": 7, "nl": 7, "de": 30}
+    # the first sentences of the file: CoNLL-2003's English dev set opens (after -DOCSTART-) with this one
+    assert data.dev["en"]["tokens"][0][:4] == ["CRICKET", "-", "LEICESTERSHIRE", "TAKE"]
+
+
 def test_rescoring_keeps_the_best_mean_of_two_seeds():
     # trial 3 led the search by luck: its second seed puts it behind trial 5
     first = {3: 60.0, 5: 58.0, 1: 57.0}

@@ -39,11 +39,13 @@ STARTED = time.monotonic()  # the driver's wall time, printed at its end (its im
 SEARCH_DEFAULTS = {
     "smoke": dict(num_samples=4, max_concurrent=2, final_seeds=2, scheduler="asha", train={}),
     "laptop": dict(num_samples=4, max_concurrent=None, final_seeds=2, scheduler="fifo",
-                   # ema and 1,000 dev sentences: benchmarks/end_of_trial.py (results/BENCHMARKS.md, end-of-trial);
-                   # the final runs score the target's test set, what the verdict reads (--test-languages all: all)
+                   # ema and 1,000 target dev sentences: benchmarks/end_of_trial.py (results/BENCHMARKS.md,
+                   # end-of-trial); 200 of each source's, which only the final stage's source-dev rule reads
+                   # (1,000 would add 2,400 sentences an evaluation in multi-source mode); the final runs score
+                   # the target's test set, what the verdict reads (--test-languages all: all)
                    train=dict(max_steps=150, eval_every=50, lr=1e-4, batch_size=8, max_length=64,
-                              train_sentences=2000, eval_sentences=1000, beta_start=0.3, average="ema",
-                              test_languages="target")),
+                              train_sentences=2000, eval_sentences=1000, source_eval_sentences=200, beta_start=0.3,
+                              average="ema", test_languages="target")),
     "paper": dict(num_samples=40, max_concurrent=None, final_seeds=5, scheduler="asha", train={}),
 }
 DEFAULT_TARGETS = {"conll": ("de", "es", "nl"), "wikiann": ("ar", "hi", "zh")}
