@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from pram.results import RUN
+
 REPORT = Path(__file__).resolve().parent.parent / "results" / "BENCHMARKS.md"
 HEADER = """# Benchmarks
 
@@ -88,7 +90,7 @@ def resumable_search(out: Path, dataset: str, mode: str, flags: list[str], captu
     clock = out / "wall.json"
     spent = json.loads(clock.read_text())["seconds"] if clock.is_file() else 0.0
     argv = [sys.executable, "tune/search.py", "--dataset", dataset, "--mode", mode, "--out", str(out)]
-    argv += ["--resume"] if (out / "run.json").is_file() else flags
+    argv += ["--resume"] if (out / RUN).is_file() else flags
     started = time.perf_counter()
     try:
         done = subprocess.run(argv, cwd=REPORT.parents[1], capture_output=capture, text=True, check=False)

@@ -60,7 +60,7 @@ def run_one(arm: str, seed: int, smoke: bool) -> None:
     from pram.evaluate import entity_scores, predict
     from pram.inputs import prepare_data
     from pram.train import build_model, train
-    from tune.search import SEARCH_DEFAULTS
+    from tune.settings import SEARCH_DEFAULTS
 
     out = RUNS / f"{arm}-seed{seed}"
     shutil.rmtree(out, ignore_errors=True)

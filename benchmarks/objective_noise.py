@@ -47,7 +47,7 @@ OBJECTIVE = "target_dev_f1"
 
 def trial_flags() -> list[str]:
     """The laptop search's training settings, with --set's, as flags of `pram experiment` and the search."""
-    from tune.search import SEARCH_DEFAULTS
+    from tune.settings import SEARCH_DEFAULTS
 
     flags = []
     for name, value in {**SEARCH_DEFAULTS["laptop"]["train"], **SETTINGS}.items():

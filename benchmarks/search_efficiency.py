@@ -41,6 +41,8 @@ from pathlib import Path
 
 from common import mean_sd, resumable_search, table, write_section
 
+from pram.results import FINAL
+
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE = ROOT / "results" / "search-efficiency.png"
 RECORDS = ROOT / "results" / "search-efficiency"
@@ -77,7 +79,7 @@ def record(arm: str, seed: int, trials: int) -> dict:
         return found
     wall = resumable_search(out, "conll", "single", [*COMMON, *ARMS[arm], "--num-samples", str(trials),
                                                      "--seed", str(seed)])
-    final = [r["f1_mean"] for r in pq.read_table(out / "final.parquet").to_pylist()
+    final = [r["f1_mean"] for r in pq.read_table(out / FINAL).to_pylist()
              if (r["variant"], r["selection"], r["lang"]) == ("both", "target-dev", "de")]
     found = {"arm": arm, "seed": seed, "trials": trials, "startup": startup_of(trials), "wall_s": round(wall, 1),
              "test_f1": final[0],

@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from common import table, write_section
 
+from pram.results import FINAL
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ("tau", "lam", "alpha", "beta", "gamma")
 
@@ -36,7 +38,7 @@ def search(out: Path, preset: str, extra: list[str]) -> float:
 def outcome(out: Path) -> dict:
     trials = sorted(pq.read_table(out / "trials.parquet").to_pylist(), key=lambda t: t["optuna_trial"])
     final = {(r["variant"], r["selection"], r["lang"]): r["f1_per_seed"]
-             for r in pq.read_table(out / "final.parquet").to_pylist()}
+             for r in pq.read_table(out / FINAL).to_pylist()}
     best = max(trials, key=lambda t: t["best_objective"] or -1)["optuna_trial"]
     return {"settings": [tuple(round(t[s], 12) if t[s] is not None else None for s in SETTINGS) for t in trials],
             "stops": [(t["status"], t["stopped_round"]) for t in trials],

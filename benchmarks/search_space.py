@@ -23,13 +23,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from common import mean_sd, resumable_search
 
+from pram.results import FINAL, SUMMARY
+
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ("paper", "wide")
 
 
 def run(out: Path, space: str, seed: int, args) -> float:
     """Run (or resume) one search; its wall seconds, summed over the sessions that ran it."""
-    if (out / "summary.md").is_file():
+    if (out / SUMMARY).is_file():
         return json.loads((out / "wall.json").read_text())["seconds"]
     return resumable_search(out, "conll", "single", [
         "--targets", args.targets, "--preset", args.preset, "--space", space, "--seed", str(seed),
@@ -54,7 +56,7 @@ def record(out: Path, space: str, seed: int, args) -> dict:
     wall = run(out, space, seed, args)
     targets = args.targets.split(",")
     trials = pq.read_table(out / "trials.parquet").to_pylist()
-    final = pq.read_table(out / "final.parquet").to_pylist()
+    final = pq.read_table(out / FINAL).to_pylist()
     found = {"space": space, "seed": seed, "wall_s": round(wall, 1), "trials_run": len(trials),
              "best_dev_f1": max(t["best_objective"] for t in trials if t["best_objective"] is not None),
              "test_f1": [r["f1_mean"] for r in final if (r["variant"], r["selection"], r["lang"]) ==

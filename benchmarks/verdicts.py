@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pram.results import VARIANT_NAMES
+from pram.results import RUNS, SUMMARY, VARIANT_NAMES
 from pram.stats import compare_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def target_f1(runs: list[dict], target: str, selection: str) -> dict[tuple[str, 
 
 def experiment_rows() -> list[list[str]]:
     rows = []
-    for table in sorted(RESULTS.glob("**/runs.parquet")):
+    for table in sorted(RESULTS.glob(f"**/{RUNS}")):
         runs = pq.read_table(table).to_pylist()
         folder = str(table.parent.relative_to(RESULTS))
         for target in dict.fromkeys(r["target"] for r in runs):
@@ -63,7 +63,7 @@ def pooled_rows() -> list[list[str]]:
         for selection in ("target-dev", "source-dev"):
             a, b = [], []
             for target in targets:
-                runs = pq.read_table(RESULTS / folder / target / "runs.parquet").to_pylist()
+                runs = pq.read_table(RESULTS / folder / target / RUNS).to_pylist()
                 f1 = target_f1(runs, target, selection)
                 seeds = sorted(s for v, s in f1 if v == "both" and ("none", s) in f1)
                 a += [f1[("both", s)] for s in seeds]
@@ -126,8 +126,8 @@ def refresh_summaries() -> list[str]:
     from pram.experiment import paired_lines
 
     changed = []
-    for table in sorted(RESULTS.glob("**/runs.parquet")):
-        summary = table.parent / "summary.md"
+    for table in sorted(RESULTS.glob(f"**/{RUNS}")):
+        summary = table.parent / SUMMARY
         if not summary.is_file() or OLD_PAIRED not in summary.read_text(encoding="utf-8"):
             continue
         rows = pq.read_table(table).to_pylist()

@@ -23,7 +23,7 @@ from pathlib import Path
 from pram.config import SELECTIONS, TrainConfig
 from pram.files import write_atomically, write_parquet
 from pram.paper import ablation_by_variant
-from pram.results import VARIANT_NAMES
+from pram.results import RUNS, SUMMARY, VARIANT_NAMES
 
 # The paper's Table 5 (ablations, single source en, mBERT), variant -> language -> F1, from pram/paper.py.
 # w/o C is the BERT-f-like baseline.
@@ -238,7 +238,7 @@ def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = results_dir / "runs.parquet"
+    table = results_dir / RUNS
     earlier = []  # rows of other runs stay; a rerun of the same run replaces its rows
     if table.exists():
         earlier = [r for r in pq.read_table(table).to_pylist() if (r["variant"], r["target"], r["seed"]) not in jobs]
@@ -251,6 +251,6 @@ def experiment(base: TrainConfig, variants: list[str] | dict[str, dict], targets
     write_figure(rows, base.dataset, results_dir / "summary.png")
     diagnostics = write_diagnostics(rows, runs_dir, base, results_dir / "diagnostics.png")
     summary = "\n".join([summary_markdown(rows, base.dataset, command), *diagnostics])
-    write_atomically(results_dir / "summary.md", summary)
-    print((results_dir / "summary.md").read_text())
+    write_atomically(results_dir / SUMMARY, summary)
+    print((results_dir / SUMMARY).read_text())
     return rows

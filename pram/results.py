@@ -20,6 +20,7 @@ from pram.errors import UserError, at
 RUN, BEST, TRIALS, HISTORY, FINAL = "run.json", "best.json", "trials.parquet", "history.parquet", "final.parquet"
 SUMMARY, OPTUNA_DB, DASHBOARD, PAPER_TABLES = "summary.md", "optuna.db", "dashboard.html", "paper-tables.md"
 SPACE = "space.yaml"  # the copy of the search space file the search draws from
+RUNS = "runs.parquet"  # a `pram experiment` folder's table (its summary is SUMMARY too)
 OPTUNA_FILES = {"sqlite": OPTUNA_DB, "journal": "optuna.journal"}
 """--optuna-storage -> the file of the results folder that holds the Optuna studies: SQLite (the default, what
 optuna-dashboard and any SQL tool read) or Optuna's journal file (an append-only log: 5.9x less Optuna time per

@@ -96,6 +96,7 @@ def settings_from_file(path: str | Path, target: str | None = None) -> TrainConf
     from dataclasses import replace
 
     from pram.errors import at
+    from pram.results import RUN
 
     path = Path(path)
     try:
@@ -118,7 +119,7 @@ def settings_from_file(path: str | Path, target: str | None = None) -> TrainConf
         if "train_config" in entry:
             config = TrainConfig.from_dict(entry["train_config"])
         else:
-            run = json.loads((path.parent / "run.json").read_text(encoding="utf-8"))
+            run = json.loads((path.parent / RUN).read_text(encoding="utf-8"))
             config = replace(search_config(run["dataset"], run["mode"], target, run["preset"], run.get("train", {}),
                                            run["objective"], run["seed"]), **entry["config"])
     except FileNotFoundError:

@@ -45,7 +45,7 @@ def test_the_presets_table_equals_presets_field_by_field():
 
 
 def test_the_search_ranges_and_laptop_defaults_the_readme_quotes_are_the_codes():
-    from tune.search import SEARCH_DEFAULTS
+    from tune.settings import SEARCH_DEFAULTS
     from tune.space import PAPER_RANGES, Choice, Interval
 
     readme = docs_text()

@@ -740,7 +740,7 @@ def test_a_bad_settings_file_is_one_line(tmp_path, content, argv, message):
 @pytest.mark.slow
 def test_pram_train_settings_repeats_the_best_trials_config_field_by_field(searched):
     from tune.run import base_config
-    from tune.search import Settings
+    from tune.settings import Settings
 
     run = json.loads((searched / "run.json").read_text())
     settings = Settings(**{**run, "targets": tuple(run["targets"]), "ranges": tuple(run["ranges"])})

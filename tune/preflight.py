@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pram.errors import UserError, at
+from tune.settings import Settings
 
 LOCK = ".search.lock"
 
@@ -83,7 +84,7 @@ def storage(uri: str, timeout: float) -> None:
                         "credentials (for S3: `aws sts get-caller-identity`, AWS_PROFILE or the node's role)")
 
 
-def check_before_writing(s) -> None:
+def check_before_writing(s: Settings) -> None:
     """Every check a search can make before it writes a file or starts Ray."""
     writable_folder(Path(s.out), "--out")
     storage(s.storage, s.connect_timeout)

@@ -22,12 +22,16 @@ from pram.config import TrainConfig
 from pram.errors import UserError
 from pram.files import write_atomically, write_json
 from pram.results import (
+    BEST,
+    FINAL,
+    HISTORY,
     HISTORY_COLUMNS,
     OPTUNA_FILES,
     RUN,
     SPACE,
     SUMMARY,
     TRIAL_COLUMNS,
+    TRIALS,
     open_optuna_storage,
     optuna_dashboard_command,
 )
@@ -35,6 +39,7 @@ from pram.settings import search_config, targets_of, train_command
 from tune import results
 from tune.cluster import local_auth_token, ray_running
 from tune.preflight import check_before_writing, only_search
+from tune.settings import Settings
 from tune.space import SEARCHED, describe, search_ranges, space_hash, space_path
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
@@ -43,7 +48,7 @@ STATUS = {TrialState.COMPLETE: "TERMINATED", TrialState.PRUNED: "PRUNED", TrialS
 RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}  # Tune's names of a trial's resources -> Ray's
 
 
-def base_config(s, target: str) -> TrainConfig:
+def base_config(s: Settings, target: str) -> TrainConfig:
     """The preset's training config for one target, with the search's overrides (every trial starts here)."""
     targets = targets_of(s.dataset, s.mode, s.data_dir)
     if target not in targets:
@@ -64,7 +69,7 @@ def schedule(config: TrainConfig, ranges: dict) -> tuple[int, int]:
     return rounds, max(1, min(grace, rounds))
 
 
-def trial_resources(s, cluster: dict) -> tuple[dict, int, int]:
+def trial_resources(s: Settings, cluster: dict) -> tuple[dict, int, int]:
     """Resources of one trial, how many run at once, and how many fit on the nodes up now (`cluster`, Ray's
     cluster_resources()): 0 on an autoscaling cluster whose workers have not started yet."""
     gpus = s.gpus_per_trial if s.gpus_per_trial is not None else \
@@ -84,7 +89,7 @@ def _resources(amounts: dict) -> str:
     return ", ".join(shown) or "nothing"
 
 
-def run_search(s, resume: bool, started: float | None = None) -> int:
+def run_search(s: Settings, resume: bool, started: float | None = None) -> int:
     """started: time.monotonic() when the driver started (its wall time is printed at the end); None: now."""
     started = time.monotonic() if started is None else started
     out = Path(s.out)
@@ -106,7 +111,7 @@ def run_search(s, resume: bool, started: float | None = None) -> int:
             raise
 
 
-def search_space(s) -> tuple[dict, str]:
+def search_space(s: Settings) -> tuple[dict, str]:
     """The ranges a search draws from, and its space file's text: the folder's copy (space.yaml) once the search
     has started, which must still be the file its run.json names by hash."""
     copy = Path(s.out) / SPACE
@@ -118,7 +123,7 @@ def search_space(s) -> tuple[dict, str]:
     return search_ranges(s.dataset, s.ranges, path), text
 
 
-def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dict, space_text: str,
+def _search(s: Settings, out: Path, ranges: dict, bases: dict, resume: bool, progress: dict, space_text: str,
             started: float) -> int:
     if not s.address:
         local_auth_token(out)
@@ -172,7 +177,7 @@ def _search(s, out: Path, ranges: dict, bases: dict, resume: bool, progress: dic
     return 0
 
 
-def _target(s, out: Path, target: str, base: TrainConfig, ranges: dict, storage: Path, resources: dict,
+def _target(s: Settings, out: Path, target: str, base: TrainConfig, ranges: dict, storage: Path, resources: dict,
             concurrency: int, resume: bool, best: dict):
     """One target: its search, its best settings (into best[target] and best.json, before the final stage
     starts), and the records of its trials and its final runs (None without a final stage)."""
@@ -189,7 +194,7 @@ def _target(s, out: Path, target: str, base: TrainConfig, ranges: dict, storage:
     records = collect(grid, target, study, s.metric, resources["gpu"])
     rescored = rescore(s, target, base, data, study, resources, concurrency, rounds, resume)
     best[target] = best_entry(study, base, s, rescored)
-    results.write_best(out / "best.json", best)
+    results.write_best(out / BEST, best)
     retrain = bool(s.final_seeds and best[target])
     if not s.keep_checkpoints:
         # The final stage retrains the best settings; without it, the best trial's weights are the model.
@@ -292,7 +297,7 @@ def rescored_best(first: dict[int, float], second: dict[int, float | None]) -> i
     return min(both, key=lambda n: (-(first[n] + second[n]) / 2, -first[n], n))
 
 
-def rescore(s, target: str, base: TrainConfig, data, study: optuna.Study, resources: dict, concurrency: int,
+def rescore(s: Settings, target: str, base: TrainConfig, data, study: optuna.Study, resources: dict, concurrency: int,
             rounds: int, resume: bool) -> dict | None:
     """--rescore-top K: the K best trials trained again with seed + 1 (`tune.stages.rescore_stage`); returns
     {"chosen": the trial kept by `rescored_best`, "scores": {trial: [search score, re-scoring score]}}, or None
@@ -313,7 +318,7 @@ def rescore(s, target: str, base: TrainConfig, data, study: optuna.Study, resour
             "scores": {str(n): [first[n], second.get(n)] for n in first}}
 
 
-def best_entry(study: optuna.Study, base: TrainConfig, s, rescored: dict | None = None) -> dict:
+def best_entry(study: optuna.Study, base: TrainConfig, s: Settings, rescored: dict | None = None) -> dict:
     """The best Optuna trial: the one --rescore-top kept (`rescored`), else the best complete one, else the best
     pruned one (its value at the stop)."""
     trials = study.get_trials(deepcopy=False)
@@ -334,7 +339,7 @@ def best_entry(study: optuna.Study, base: TrainConfig, s, rescored: dict | None 
     return {}
 
 
-def export_best(s, out: Path, finals: dict, console: Console) -> dict[str, str]:
+def export_best(s: Settings, out: Path, finals: dict, console: Console) -> dict[str, str]:
     """Each target's best PRAM model as a HuggingFace folder, `ray/export-<target>` (`pram export`): of the final
     PRAM runs, the seed whose kept weights scored best on the objective's dev set (never on test). Returns
     target -> folder relative to out. A folder already there (a resumed search) is kept; a failed export is a
@@ -373,15 +378,15 @@ def export_best(s, out: Path, finals: dict, console: Console) -> dict[str, str]:
     return exports
 
 
-def write_results(s, out: Path, records, best, finals, bases, exports: dict | None = None) -> None:
+def write_results(s: Settings, out: Path, records, best, finals, bases, exports: dict | None = None) -> None:
     base_values = {t: {name: getattr(b, name) for name in SEARCHED} for t, b in bases.items()}
-    results.write_table(out / "trials.parquet", results.trial_rows(records, s.metric, base_values),
+    results.write_table(out / TRIALS, results.trial_rows(records, s.metric, base_values),
                         TRIAL_COLUMNS)
-    results.write_table(out / "history.parquet", results.history_rows(records), HISTORY_COLUMNS)
+    results.write_table(out / HISTORY, results.history_rows(records), HISTORY_COLUMNS)
     roles = {t: {lang: ("target" if lang == t else "source" if lang in b.sources else "zero-shot")
                  for lang in (t, *b.sources, *b.eval_languages)} for t, b in bases.items()}
     final = results.final_rows(s.dataset, s.mode, finals, roles)
-    results.write_final(out / "final.parquet", final)
+    results.write_final(out / FINAL, final)
     counts = {t: Counter(r.status for r in records if r.target == t) for t in s.targets}
     encoder = next(iter(bases.values())).encoder
     run = {**asdict(s), "encoder": encoder}
@@ -393,11 +398,11 @@ def _scores(trial: int, scores: list) -> str:
     return f"trial {trial} ({first:.2f}, then " + ("no score)" if second is None else f"{second:.2f})")
 
 
-def print_end(s, out: Path, best: dict, console: Console, wall_s: float, resumed: bool = False) -> None:
+def print_end(s: Settings, out: Path, best: dict, console: Console, wall_s: float, resumed: bool = False) -> None:
     from tune.live import duration, summary_table
 
-    final = pq.read_table(out / "final.parquet").to_pylist()
-    counts = Counter((r["target"], r["status"]) for r in pq.read_table(out / "trials.parquet").to_pylist())
+    final = pq.read_table(out / FINAL).to_pylist()
+    counts = Counter((r["target"], r["status"]) for r in pq.read_table(out / TRIALS).to_pylist())
     by_target = {t: {status: n for (target, status), n in counts.items() if target == t} for t in best}
     console.print(summary_table(best, final, by_target, s.dataset, s.mode, s.objective))
     for target, entry in best.items():

@@ -18,88 +18,21 @@ import json
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from pram.config import PRESETS, TrainConfig
 from pram.errors import UserError
 from pram.flags import add_config_flags
-from pram.results import OBJECTIVE_METRICS, SPACE
+from pram.results import OBJECTIVE_METRICS, RUN, SPACE
+from tune.settings import DEFAULT_TARGETS, SEARCH_DEFAULTS, Settings
 from tune.space import PAPER_SETTINGS, SAMPLERS, SCHEDULERS, SHIPPED, load_space, search_ranges, space_hash, space_path
 
 STARTED = time.monotonic()  # the driver's wall time, printed at its end (its imports before here: 0.2 s)
 
-# What a search does by default with each preset. The laptop schedule is shorter than `pram train`'s laptop
-# preset, with a larger learning rate and shorter sentences: measured on 2 cores (me5-small, 1 thread a trial,
-# two at a time), a multi-source CoNLL trial takes about 3 minutes and reaches a German dev F1 of about 45.
-# The laptop search trains every trial to the end (fifo): on its schedule an evaluation at step 50 or 100 ranks
-# trials almost as chance would against their rank at 150 (Spearman rho 0.16 and 0.13 over 16 random trials;
-# the trial best at the end ranked 14th of 16 at the first rung, where ASHA would have stopped it:
-# results/BENCHMARKS.md, objective-noise). The paper preset keeps ASHA (longer trials, not measured here).
-SEARCH_DEFAULTS = {
-    "smoke": dict(num_samples=4, max_concurrent=2, final_seeds=2, scheduler="asha", train={}),
-    "laptop": dict(num_samples=4, max_concurrent=None, final_seeds=2, scheduler="fifo",
-                   # ema and 1,000 target dev sentences: benchmarks/end_of_trial.py (results/BENCHMARKS.md,
-                   # end-of-trial); 200 of each source's, which only the final stage's source-dev rule reads
-                   # (1,000 would add 2,400 sentences an evaluation in multi-source mode); the final runs score
-                   # the target's test set, what the verdict reads (--test-languages all: all)
-                   train=dict(max_steps=150, eval_every=50, lr=1e-4, batch_size=8, max_length=64,
-                              train_sentences=2000, eval_sentences=1000, source_eval_sentences=200, beta_start=0.3,
-                              average="ema", test_languages="target")),
-    "paper": dict(num_samples=40, max_concurrent=None, final_seeds=5, scheduler="asha", train={}),
-}
-DEFAULT_TARGETS = {"conll": ("de", "es", "nl"), "wikiann": ("ar", "hi", "zh")}
 # TrainConfig fields a search sets itself, not offered as flags.
 NOT_FLAGS = {"dataset", "sources", "target", "eval_languages", "data_dir", "cache_dir", "out_dir", "quiet",
              "threads", "selection", "seed"}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a search was asked to do; saved as <out>/run.json so that --resume repeats it."""
-
-    dataset: str
-    mode: str
-    targets: tuple[str, ...]
-    preset: str
-    num_samples: int
-    max_concurrent: int | None
-    cpus_per_trial: float
-    gpus_per_trial: float | None
-    address: str | None
-    storage: str
-    objective: str
-    seed: int
-    final_seeds: int
-    out: str
-    data_dir: str
-    cache_dir: str | None
-    ranges: tuple[str, ...]
-    train: dict = field(default_factory=dict)
-    baseline: bool = True
-    prune_collapsed: bool = True
-    max_failures: int = 2
-    accelerator_type: str | None = None
-    sampler: str = "tpe"
-    scheduler: str = "asha"
-    keep_checkpoints: bool = False
-    checkpoint_every: float = 300.0
-    """--checkpoint-every: seconds between a trial's resume checkpoints (`tune.stages.checkpoint_seconds`)."""
-    connect_timeout: float = 15.0
-    deterministic: bool = False
-    """--deterministic: the reproducible mode (one trial at a time, a sampler seeded by each trial's number)."""
-    space: str = "paper"
-    """--space: a shipped space's name or the absolute path of a YAML file; <out>/space.yaml is its copy."""
-    space_sha256: str | None = None
-    optuna_storage: str = "sqlite"
-    """--optuna-storage: the file of the Optuna studies, <out>/optuna.db (sqlite) or <out>/optuna.journal."""
-    rescore_top: int = 0
-    """--rescore-top: the best trials of each target trained again with seed + 1, the best chosen on the mean
-    (`tune.run.rescored_best`); 0 or 1: the best trial of the search as it stands."""
-
-    @property
-    def metric(self) -> str:
-        return OBJECTIVE_METRICS[self.objective]
 
 
 def build_parser(prog: str = "tune/search.py") -> argparse.ArgumentParser:
@@ -297,7 +230,7 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         raise UserError("give --dataset and --mode (and with --resume, --out, or --dataset and --mode for the "
                         "default folder)")
     out = Path(args.out or f"results/{args.dataset}-{args.mode}-{preset_name}").resolve()
-    saved = out / "run.json"
+    saved = out / RUN
     if args.resume:
         if not saved.is_file():
             raise UserError(f"--resume: {saved} does not exist: nothing to resume (start the search without "

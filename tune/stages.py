@@ -23,13 +23,14 @@ from ray.tune import Callback
 from pram.config import SELECTIONS
 from tune import study as study_module
 from tune.live import LiveView
+from tune.settings import Settings
 from tune.space import SEARCHED, make_sampler, space_function, trial_sampler
 from tune.study import Fifo, MarkPruned, RoundsASHA, RoundsHyperBand, StudyHistory, StudySearch
 from tune.trainable import run_trial
 
 
-def _trainable(s, name: str, base, data, resources: dict, report_test: bool, runs_to_end: bool, trial=run_trial,
-               best_weights: tuple[str, ...] = SELECTIONS):
+def _trainable(s: Settings, name: str, base, data, resources: dict, report_test: bool, runs_to_end: bool,
+               trial=run_trial, best_weights: tuple[str, ...] = SELECTIONS):
     """runs_to_end: no scheduler stops the stage's trials, so their checkpoints can wait (`run_trial`)."""
     work = Path(s.out) / "ray" / "work" / name
     trainable = tune.with_parameters(trial, base=base, data=data, work_dir=str(work),
@@ -39,7 +40,7 @@ def _trainable(s, name: str, base, data, resources: dict, report_test: bool, run
     return tune.with_resources(trainable, resources)
 
 
-def search_best_weights(s) -> tuple[str, ...]:
+def search_best_weights(s: Settings) -> tuple[str, ...]:
     """The best weights a search trial writes (and hands to Tune, `run_trial`), besides `last` (which a resume
     needs): none when a final stage retrains the best settings (the search's checkpoints are deleted unread);
     without one, the best trial's weights chosen on the objective are the search's model; --keep-checkpoints
@@ -50,7 +51,7 @@ def search_best_weights(s) -> tuple[str, ...]:
     return () if s.final_seeds else (s.objective,)
 
 
-def checkpoint_seconds(s) -> float:
+def checkpoint_seconds(s: Settings) -> float:
     """Seconds between a trial's resume checkpoints (`pram.train.train`'s save_every): --checkpoint-every, or 0
     (every evaluation) where something reads them all: HyperBand, which pauses a trial after any evaluation and
     goes on from its checkpoint, and --keep-checkpoints. ASHA and FIFO never go back to a checkpoint; only a
@@ -84,7 +85,7 @@ class NoResultFiles(logging.Filter):
 logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(NoResultFiles())
 
 
-def repair_snapshots(s, name: str) -> list[str]:
+def repair_snapshots(s: Settings, name: str) -> list[str]:
     """Put back Tune snapshot files of experiment `name` that a killed driver left broken in the storage.
 
     Tune writes its snapshot (experiment_state-*.json, search_gen_state-*.json, searcher-state-*.pkl) into the
@@ -124,7 +125,7 @@ def _whole(path: Path) -> bool:
     return bool(ops) and ops[-1][0].name == "STOP"
 
 
-def _fit(s, name: str, trainable, make_tuner, resume: bool):
+def _fit(s: Settings, name: str, trainable, make_tuner, resume: bool):
     path = f"{s.storage.rstrip('/')}/{name}"
     if resume:
         repaired = repair_snapshots(s, name)
@@ -253,7 +254,7 @@ def trial_dirname(trial) -> str:
     return f"{VARIANT_DIRS.get(variant, variant)}-seed-{trial.config.get('seed')}-{trial.trial_id}"
 
 
-def _run_config(s, name: str, callbacks: list, checkpoint: tune.CheckpointConfig) -> tune.RunConfig:
+def _run_config(s: Settings, name: str, callbacks: list, checkpoint: tune.CheckpointConfig) -> tune.RunConfig:
     return tune.RunConfig(name=name, storage_path=s.storage, verbose=0, callbacks=callbacks,
                           failure_config=tune.FailureConfig(max_failures=s.max_failures),
                           checkpoint_config=checkpoint)
@@ -266,8 +267,8 @@ def reuses_actors(resources: dict) -> bool:
     return not resources.get("gpu")
 
 
-def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, study_name: str, resources: dict,
-                 concurrency: int, rounds: int, grace: int, resume: bool, trial=run_trial,
+def search_stage(s: Settings, target: str, base, data, ranges: dict, storage_file: Path, study_name: str,
+                 resources: dict, concurrency: int, rounds: int, grace: int, resume: bool, trial=run_trial,
                  reuse_actors: bool | None = None):
     """Optuna TPE (or another of its samplers) proposes, ASHA stops the weak early (or HyperBand does, or FIFO
     trains every trial to the end); one trial reports once per evaluation.
@@ -324,7 +325,7 @@ def search_stage(s, target: str, base, data, ranges: dict, storage_file: Path, s
     return _fit(s, name, trainable, make_tuner, resume)
 
 
-def final_stage(s, target: str, base, data, config: dict, resources: dict, concurrency: int, rounds: int,
+def final_stage(s: Settings, target: str, base, data, config: dict, resources: dict, concurrency: int, rounds: int,
                 resume: bool):
     """The best settings retrained with --final-seeds seeds, in parallel, and with `--apc none` on the same
     seeds, steps and data (the no-APC baseline) unless s.baseline is off; each run reports test scores last.
@@ -354,7 +355,7 @@ def rescore_trial(config: dict, **kwargs) -> None:
     run_trial({k: v for k, v in config["candidate"].items() if k != "rescored_trial"}, **kwargs)
 
 
-def rescore_stage(s, target: str, base, data, candidates: list[dict], resources: dict, concurrency: int,
+def rescore_stage(s: Settings, target: str, base, data, candidates: list[dict], resources: dict, concurrency: int,
                   rounds: int, resume: bool):
     """The top trials of a search (--rescore-top) trained again with seed + 1 on the same steps and data, so
     that the best is chosen on two seeds. candidates: each trial's settings with `rescored_trial` (its Optuna
