@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from pram.config import APC_SIDES, TrainConfig
-from pram.errors import UserError, os_error_line
+from pram.errors import UserError, run_command
 from pram.flags import add_config_flags
 from pram.logs import quiet_libraries
 from pram.settings import train_config
@@ -317,18 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("train", "experiment", "evaluate", "compare", "predict", "export", "report", "tsne"):
         quiet_libraries()
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"pram: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:  # a disk that is full or read-only, a folder that is not there: one line, no traceback
-        print(f"pram: error: {os_error_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pram: interrupted; `pram train --resume` continues from the last checkpoint", file=sys.stderr)
-        return 130
-
+    return run_command("pram", lambda: run(args), lambda: (
+        "interrupted; `pram train --resume` continues from the last checkpoint", 130))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -35,3 +37,21 @@ def os_error_line(error: OSError) -> str:
         errno.ENOTDIR: "a part of the path is a file, not a folder: give another path",
     }.get(error.errno, "give another path, or fix the cause and run the same command again")
     return f"{where}: {error.strerror or error}; {advice}"
+
+
+def run_command(prog: str, body: Callable[[], int], interrupted: Callable[[], tuple[str, int]]) -> int:
+    """A command line's body, its errors at the edge: a UserError or an OSError (a full or read-only disk, a folder
+    that is not there) is one line on stderr and exit status 2, never a traceback; Ctrl+C prints the line and
+    returns the status that `interrupted()` gives (what to run to go on)."""
+    try:
+        return body()
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print(f"{prog}: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        message, status = interrupted()
+        print(f"{prog}: {message}", file=sys.stderr)
+        return status

@@ -22,7 +22,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from pram.config import PRESETS, TrainConfig
-from pram.errors import UserError
+from pram.errors import UserError, run_command
 from pram.flags import add_config_flags
 from pram.results import OBJECTIVE_METRICS, RUN, SPACE
 from tune.settings import DEFAULT_TARGETS, SEARCH_DEFAULTS, Settings
@@ -322,24 +322,19 @@ def main(argv: list[str] | None = None, prog: str = "tune/search.py") -> int:
     args = parser.parse_args(argv)
     # `kill` (SIGTERM) ends the search like Ctrl+C: Ray is shut down on the way out, --resume continues.
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
+
+    def search() -> int:
         settings = settings_from_args(args, parser)
         from tune.run import run_search
 
         return run_search(settings, resume=args.resume, started=STARTED)
-    except UserError as e:
-        print(f"search: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:  # a full or read-only disk while writing results: one line; --resume goes on
-        from pram.errors import os_error_line
 
-        print(f"search: error: {os_error_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+    def interrupted() -> tuple[str, int]:
         terminated = signal.SIGTERM in SIGNALLED
-        print(f"search: {'terminated (SIGTERM)' if terminated else 'interrupted'}; run the same command with "
-              "--resume to continue", file=sys.stderr)
-        return 143 if terminated else 130
+        return (f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; run the same command with --resume "
+                "to continue", 143 if terminated else 130)
+
+    return run_command("search", search, interrupted)
 
 
 if __name__ == "__main__":
