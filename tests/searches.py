@@ -3,10 +3,15 @@ random model, each with its own Ray (a few seconds to start) and everything unde
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +72,38 @@ def session_processes(session: int) -> list[int]:
         except (ProcessLookupError, PermissionError, FileNotFoundError):
             pass
     return found
+
+
+@contextlib.contextmanager
+def killed_search(command: list[str], env: dict, ready: Callable[[], bool], timeout: float = 300,
+                  settle: float = 0.0, sig: int = signal.SIGKILL) -> Iterator[subprocess.Popen]:
+    """A search driver started in its own session and sent `sig` once `ready()` holds (polled every 0.1 s for at
+    most `timeout` s) and `settle` s more have passed; yields it ended, its stderr in `.stderr_text`. Whatever of
+    its session is still alive when the block ends (Ray's processes outlive a killed driver; the block's own
+    --resume may leave some too) is killed then."""
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and driver.poll() is None and not ready():
+            time.sleep(0.1)
+        time.sleep(settle)
+        assert driver.poll() is None, "the search ended before it could be stopped"
+        driver.send_signal(sig)
+        _, driver.stderr_text = driver.communicate(timeout=120)
+        yield driver
+    finally:
+        for pid in session_processes(driver.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def reported(progress: str | Path, rounds: int = 1) -> Callable[[], bool]:
+    """killed_search's `ready`: a trial whose progress.csv (a glob) holds at least `rounds` reports."""
+    folder, pattern = Path(progress).anchor or ".", str(progress).lstrip("/")
+    return lambda: any(len(p.read_text().splitlines()) > rounds for p in Path(folder).glob(pattern))
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """Every file under a folder (links left out) -> its SHA-256: what "left unchanged" is checked against."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}

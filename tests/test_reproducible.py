@@ -6,14 +6,11 @@ mode that stopped being reproducible fails this test too.)"""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 
 import pyarrow.parquet as pq
 import pytest
-from searches import ROOT, run_search, search_command, search_env, session_processes
+from searches import ROOT, killed_search, reported, run_search, search_command, search_env
 
 from pram.results import RUN_COLUMNS
 
@@ -42,28 +39,15 @@ def first(tmp_path_factory, data_dir):
 
 def test_a_search_killed_and_resumed_in_the_reproducible_mode_matches_one_never_killed(first, tmp_path, data_dir):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    driver = subprocess.Popen(search_command(out, data_dir, *EXTRA), cwd=ROOT, env=search_env(cache),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and driver.poll() is None:  # mid-search: trial 1 has reported once
-            progress = out.glob("ray/experiments/search-de/trial-001-*/progress.csv")
-            if any(len(p.read_text().splitlines()) >= 2 for p in progress):
-                break
-            time.sleep(0.1)
-        time.sleep(1.0)  # a trial still has several seconds to go
-        assert driver.poll() is None, "the search ended before it could be killed"
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
+    # mid-search: trial 1 has reported once, and still has several seconds to go
+    with killed_search(search_command(out, data_dir, *EXTRA), search_env(cache), settle=1.0,
+                       ready=reported(out / "ray/experiments/search-de/trial-001-*/progress.csv")):
         # What a kill inside Tune's in-place copy of its snapshot to the storage leaves: an empty file. The
         # resume puts it back from the driver's staging copy.
         [snapshot] = (out / "ray" / "experiments" / "search-de").glob("experiment_state-*.json")
         snapshot.write_bytes(b"")
         resumed = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(cache),
                                  capture_output=True, text=True, check=False, timeout=400)
-    finally:
-        for pid in session_processes(driver.pid):
-            os.kill(pid, signal.SIGKILL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"search-de: Tune's snapshot ({snapshot.name}) was cut short by the kill" in resumed.stderr
     trials, history, final = what_it_did(first)

@@ -24,7 +24,16 @@ import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from searches import draws, search_command, search_env, session_processes, tune_results
+from searches import (
+    draws,
+    file_hashes,
+    killed_search,
+    reported,
+    search_command,
+    search_env,
+    session_processes,
+    tune_results,
+)
 
 from pram.config import PRESETS
 from tune.space import PAPER_RANGES, Choice, Interval, parse_range, search_ranges, space_function
@@ -628,30 +637,27 @@ def _alive(pid: int, started: float) -> bool:
 def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, data_dir):
     out = tmp_path / "run"
     cache = tmp_path / "cache"
-    driver = subprocess.Popen(search_command(out, data_dir, "--final-seeds", "0"), cwd=ROOT,
-                              env=search_env(cache, TUNE_GLOBAL_CHECKPOINT_S="1"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and driver.poll() is None:  # until the first trial has reported
-            progress = out.glob("ray/experiments/search-de/*/progress.csv")
-            if any(len(p.read_text().splitlines()) >= 2 for p in progress):
-                break
-            time.sleep(0.2)
+    stage = out / "ray" / "experiments" / "search-de"
+    first_report = reported(stage / "*/progress.csv")
+    seen = {}
+
+    def snapshot_after_a_report() -> bool:
         # Tune snapshots the experiment on its own clock (not after every checkpoint; here every second,
         # TUNE_GLOBAL_CHECKPOINT_S, since smoke trials end within Tune's default 10 s): the kill waits for a
         # snapshot that names the reported checkpoint, so that the resume has one to go on from
-        reported, stage = time.time(), out / "ray" / "experiments" / "search-de"
-        while time.time() < deadline and driver.poll() is None and \
-                not any(p.stat().st_mtime > reported for p in stage.glob("experiment_state-*.json")):
-            time.sleep(0.2)
-        time.sleep(0.5)  # not inside Tune's rewrite of its snapshot (tests/test_reproducible.py)
-        assert driver.poll() is None, "the search ended before it could be killed"
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
+        if "at" not in seen:
+            if first_report():
+                seen["at"] = time.time()
+            return False
+        return any(p.stat().st_mtime > seen["at"] for p in stage.glob("experiment_state-*.json"))
+
+    # (settle: not inside Tune's rewrite of its snapshot, tests/test_reproducible.py)
+    with killed_search(search_command(out, data_dir, "--final-seeds", "0"),
+                       search_env(cache, TUNE_GLOBAL_CHECKPOINT_S="1"), snapshot_after_a_report, timeout=180,
+                       settle=0.5):
         # The trials Tune's last snapshot holds unfinished after a report: the resume names them. (On a fast
         # machine every trial that reported may have ended before the snapshot: then there is none to name.)
-        cut = interrupted_in_snapshot(out / "ray" / "experiments" / "search-de")
+        cut = interrupted_in_snapshot(stage)
         # What the killed session recorded of the processes it started; some survive it, with parent 1.
         recorded = json.loads((out / "ray" / "processes.json").read_text())
         assert recorded
@@ -660,9 +666,6 @@ def test_a_search_killed_mid_way_resumes_with_every_trial_finished(tmp_path, dat
                              capture_output=True, text=True, check=False, timeout=240)
         # The resume stopped every process of the first session before it started its own Ray.
         leftovers = [pid for pid, started in recorded.items() if _alive(int(pid), started)]
-    finally:  # whatever is still alive now is this test's to end
-        for pid in session_processes(driver.pid):
-            os.kill(pid, signal.SIGKILL)
     assert run.returncode == 0, run.stderr[-3000:]
     assert not leftovers
     # It says which trial it continues and from where, and Tune's missing-metrics warning is not there. (With
@@ -800,27 +803,21 @@ def test_a_search_killed_in_its_final_stage_resumes_without_retraining_a_finishe
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     out = tmp_path / "killed"
-    driver = subprocess.Popen(search_command(out, data_dir, *extra), cwd=ROOT, env=search_env(tmp_path / "c2"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline, finished = time.time() + 300, []
-        while time.time() < deadline and driver.poll() is None:
-            runs = tune_results(out / "ray" / "experiments", "final-de")
-            finished = [name for name, results in runs.items() if results and results[-1].get("final")]
-            if finished and len(runs) > len(finished):
-                break
-            time.sleep(0.1)
-        time.sleep(0.5)  # not inside Tune's rewrite of its snapshot right after a report
-        assert driver.poll() is None and finished, "the search ended before its final stage could be interrupted"
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
+    finished = []
+
+    def one_run_finished_and_another_under_way() -> bool:
+        runs = tune_results(out / "ray" / "experiments", "final-de")
+        finished[:] = [name for name, results in runs.items() if results and results[-1].get("final")]
+        return bool(finished) and len(runs) > len(finished)
+
+    # (settle: not inside Tune's rewrite of its snapshot right after a report)
+    with killed_search(search_command(out, data_dir, *extra), search_env(tmp_path / "c2"),
+                       one_run_finished_and_another_under_way, settle=0.5):
+        assert finished, "the search ended before its final stage could be interrupted"
         runs = tune_results(out / "ray" / "experiments", "final-de")
         kept = {name: runs[name] for name in finished}
         resumed = subprocess.run(search_command(out, data_dir, "--resume"), cwd=ROOT, env=search_env(tmp_path / "c2"),
                                  capture_output=True, text=True, check=False, timeout=400)
-    finally:
-        for pid in session_processes(driver.pid):
-            os.kill(pid, signal.SIGKILL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = tune_results(out / "ray" / "experiments", "final-de")
     assert len(after) == 4 and all(results and results[-1].get("final") for results in after.values())
@@ -834,26 +831,12 @@ def test_sigterm_ends_a_search_and_a_copy_of_its_folder_resumes_in_place(tmp_pat
     """`kill` on the driver: Ray shut down, one line, exit 143 (no abort in Ray's C++ core). Its folder copied
     elsewhere and resumed there with `--resume --out COPY` alone: the copy finishes, and the original is not
     touched (run.json's absolute paths are re-based on the copy)."""
-    import hashlib
-
     out = tmp_path / "run"
-    driver = subprocess.Popen(search_command(out, data_dir, "--final-seeds", "0", "--num-samples", "2"), cwd=ROOT,
-                              env=search_env(tmp_path / "cache"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and driver.poll() is None:  # until a trial has reported
-            if any(len(p.read_text().splitlines()) >= 2
-                   for p in out.glob("ray/experiments/search-de/*/progress.csv")):
-                break
-            time.sleep(0.2)
-        assert driver.poll() is None, "the search ended before it could be terminated"
-        driver.send_signal(signal.SIGTERM)
-        _, stderr = driver.communicate(timeout=120)
+    with killed_search(search_command(out, data_dir, "--final-seeds", "0", "--num-samples", "2"),
+                       search_env(tmp_path / "cache"), reported(out / "ray/experiments/search-de/*/progress.csv"),
+                       timeout=180, sig=signal.SIGTERM) as driver:
+        stderr = driver.stderr_text
         left = session_processes(driver.pid)
-    finally:
-        for pid in session_processes(driver.pid):
-            os.kill(pid, signal.SIGKILL)
     assert driver.returncode == 143, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == \
         "search: terminated (SIGTERM); run the same command with --resume to continue"
@@ -861,11 +844,7 @@ def test_sigterm_ends_a_search_and_a_copy_of_its_folder_resumes_in_place(tmp_pat
     assert not left  # Ray and its workers went with the driver
     assert not (out / "trials.parquet").exists()
 
-    def hashes(folder: Path) -> dict[str, str]:
-        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
-
-    original = hashes(out)
+    original = file_hashes(out)
     copy = tmp_path / "elsewhere" / "copy"
     copy.parent.mkdir()
     subprocess.run(["cp", "-a", str(out), str(copy)], check=True)  # as a user copies it (Ray's sockets too)
@@ -873,7 +852,7 @@ def test_sigterm_ends_a_search_and_a_copy_of_its_folder_resumes_in_place(tmp_pat
                          env=search_env(tmp_path / "cache"), capture_output=True, text=True, check=False, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"search: resuming in {copy}, where the search was moved or copied from {out}" in run.stderr
-    assert hashes(out) == original  # the original folder was not written to
+    assert file_hashes(out) == original  # the original folder was not written to
     saved = json.loads((copy / "run.json").read_text())
     assert saved["out"] == str(copy) and saved["storage"] == str(copy / "ray" / "experiments")
     trials = pq.read_table(copy / "trials.parquet").to_pylist()

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import math
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -342,6 +343,13 @@ def make_sampler(seed: int, num_samples: int, kind: str = "tpe") -> optuna.sampl
     as proto_dim are modelled where they exist) and constant_liar keeps parallel trials apart: Optuna 5's
     defaults, set here so that they do not move with its version. Settings that QMC and GP cannot model jointly
     (the conditional ones) are drawn by Optuna's seeded random fallback."""
+    with warnings.catch_warnings():  # what Optuna says of these arguments is for its developers, not ours:
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # group, constant_liar
+        warnings.filterwarnings("ignore", "`warn_independent_sampling`", FutureWarning)  # deprecated in 4.9
+        return _sampler(seed, num_samples, kind)
+
+
+def _sampler(seed: int, num_samples: int, kind: str) -> optuna.samplers.BaseSampler:
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "qmc":
