@@ -40,7 +40,8 @@ def random_mbert_shape(cache: Path) -> str:
     import torch
     from transformers import BertModel
 
-    from pram.encoder import ME5_SMALL, encoder_config, write_me5_tokenizer
+    from pram.encoder import encoder_config
+    from pram.me5 import ME5_SMALL, write_me5_tokenizer
 
     config = encoder_config(ME5_SMALL, cache)
     config.update({"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072})

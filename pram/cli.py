@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         from pram.data.check import data_check_command
         return data_check_command(args.path, args.json)
     if args.command == "encoder":
-        from pram.encoder import encoder_build_command
+        from pram.me5 import encoder_build_command
         return encoder_build_command(args.name, args.cache_dir, args.force)
     if args.command == "train":
         from pram.train import check_out_dir, train

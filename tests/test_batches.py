@@ -20,7 +20,8 @@ from pram.batches import (
     eval_batches,
     length_grouped_batches,
 )
-from pram.encoder import build_tiny_encoder, load_tokenizer, write_me5_tokenizer
+from pram.encoder import build_tiny_encoder, load_tokenizer
+from pram.me5 import write_me5_tokenizer
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DEV_FILES = {"en": "conll2003/en/dev.txt", "de": "conll2003/de/dev.txt", "es": "conll2002/es/dev.txt",

@@ -12,16 +12,9 @@ import torch
 from safetensors.numpy import load_file
 from transformers import AutoModel, AutoModelForTokenClassification, AutoTokenizer
 
-from pram.encoder import (
-    build_tiny_encoder,
-    check_encoder_folder,
-    dequantize_q4_0,
-    encoder_build_command,
-    hf_name,
-    load_tokenizer,
-    resolve_encoder,
-)
+from pram.encoder import build_tiny_encoder, load_tokenizer, resolve_encoder
 from pram.errors import UserError
+from pram.me5 import check_encoder_folder, dequantize_q4_0, encoder_build_command, hf_name
 
 
 @pytest.fixture(scope="module")
