@@ -152,6 +152,34 @@ def refresh_summaries() -> list[str]:
     return changed
 
 
+def refresh_search_summaries() -> list[str]:
+    """Each committed search's summary.md from before its verdict lines: they go in after its first table (the
+    sentence count line, where there is one), made from its final.parquet as a search writes them now
+    (tune.results.verdict_block). Returns the files changed."""
+    from pram.results import FINAL, RUN
+    from tune.results import VERDICTS, verdict_block
+
+    changed = []
+    for final in sorted(RESULTS.glob(f"*/{FINAL}")):
+        summary = final.parent / SUMMARY
+        text = summary.read_text(encoding="utf-8") if summary.is_file() else VERDICTS
+        if VERDICTS in text:
+            continue
+        rows = pq.read_table(final).to_pylist()
+        objective = json.loads((final.parent / RUN).read_text())["objective"]
+        block = verdict_block(rows, list(dict.fromkeys(r["target"] for r in rows)), objective)
+        if not block:
+            continue
+        lines = text.split("\n")
+        first_table = next(i for i, line in enumerate(lines) if line.startswith("|"))
+        end = next(i for i in range(first_table, len(lines)) if not lines[i].startswith("|"))
+        if lines[end + 1].startswith("Test sentences scored"):
+            end += 2
+        summary.write_text("\n".join(lines[:end] + block + lines[end:]), encoding="utf-8")
+        changed.append(str(summary.relative_to(RESULTS)))
+    return changed
+
+
 def main() -> None:
     from common import command_line, table
 
@@ -180,6 +208,7 @@ def main() -> None:
     (RESULTS / "VERDICTS.md").write_text(text + "\n")
     print(text)
     print("paired tables written again with intervals:", ", ".join(refresh_summaries()) or "none")
+    print("verdict lines added to search summaries:", ", ".join(refresh_search_summaries()) or "none")
 
 
 if __name__ == "__main__":

@@ -196,11 +196,7 @@ def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str,
                      + f" | {trials} | {settings} |")
     shown = [r for r in final if r["variant"] == variants[0] and r["selection"] == objective]
     lines += ["", test_sentences_line(shown)] if shown else []
-    verdicts = [verdict_line(t, c) for t in best if (c := paired_arms(final, t, objective)) is not None]
-    if verdicts:
-        lines += ["", "PRAM against the no-APC baseline on each target's test set, paired by seed (mean difference, "
-                  "its 95% Student-t interval and the number of pairs; `pram/stats.py`):", "",
-                  *(f"- {v}" for v in verdicts)]
+    lines += verdict_block(final, list(best), objective)
     lines += _selection_lines(final, variants) + _other_lines(final, variants, objective)
     commands = [(t, e) for t, e in best.items() if e and e.get("config") is not None]
     if commands:
@@ -217,6 +213,16 @@ def summary_markdown(run: dict, best: dict, final: list[dict], counts: dict[str,
                   "README.md names the seed and the settings):", "",
                   *(f"- {target}: `{folder}`" for target, folder in exports.items())]
     return "\n".join(lines) + "\n"
+
+
+VERDICTS = ("PRAM against the no-APC baseline on each target's test set, paired by seed (mean difference, its 95% "
+            "Student-t interval and the number of pairs; `pram/stats.py`):")
+
+
+def verdict_block(final: list[dict], targets: list[str], objective: str) -> list[str]:
+    """The summary's verdict lines, PRAM against the no-APC baseline per target (none without a baseline)."""
+    verdicts = [verdict_line(t, c) for t in targets if (c := paired_arms(final, t, objective)) is not None]
+    return ["", VERDICTS, "", *(f"- {v}" for v in verdicts)] if verdicts else []
 
 
 def _paper_cell(run: dict, variant: str, target: str) -> str:
