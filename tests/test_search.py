@@ -349,6 +349,13 @@ def test_the_smoke_search_exits_0_and_names_its_dashboards(smoke_search):
     [wall] = re.findall(r"wall time of the search: (\d+):(\d\d):(\d\d) \(h:mm:ss", run.stderr)
     hours, minutes, seconds = map(int, wall)
     assert 0.8 * smoke_search.seconds - 1 <= 3600 * hours + 60 * minutes + seconds <= smoke_search.seconds
+    # Without a terminal, each finished trial's line carries its stage's progress: n of 4 done, and the last
+    # of each stage (the search, then the 2 seeds and their 2 baselines) nothing left
+    progress = re.findall(r"^(?:trial \d|(?:no-APC )?seed \d) (?:finished|pruned) after \d evaluation\(s\): best "
+                          r"target_dev_f1 [\d.]+ \((\d)/4 done, elapsed \d:\d\d:\d\d, left (.+)\)$", run.stderr,
+                          flags=re.MULTILINE)
+    assert [int(n) for n, _ in progress] == [1, 2, 3, 4] * 2, run.stderr[-3000:]
+    assert [left for n, left in progress if n == "4"] == ["0:00:00"] * 2
 
 
 @pytest.mark.slow

@@ -93,7 +93,8 @@ class LiveView(Callback):
             result = trial.last_result or {}
             if trial.trial_id not in self._last and self.metric in result:  # a trial restored by --resume
                 self._last[trial.trial_id] = self._best[trial.trial_id] = result[self.metric]
-            rows.append({"config": trial.config, "state": _state(trial), "round": self._round(result),
+            rows.append({"id": trial.trial_id, "config": trial.config, "state": _state(trial),
+                         "round": self._round(result),
                          "last": self._last.get(trial.trial_id), "best": self._best.get(trial.trial_id)})
         if self._rounds_at_start is None:  # a resumed run: its earlier rounds do not count for the pace
             self._rounds_at_start = sum(r["round"] for r in rows)
@@ -105,6 +106,8 @@ class LiveView(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         """A trial that had reported before the search was interrupted says where it goes on from."""
+        if self._rounds_at_start is None:  # the rounds done before this driver: not counted in its pace
+            self.on_step_end(iteration, trials, force=True)
         first = trial.trial_id not in self._seen
         self._seen.add(trial.trial_id)
         last = (trial.last_result or {}).get("step")
@@ -122,9 +125,18 @@ class LiveView(Callback):
         best = self._best.get(trial.trial_id)  # (on_trial_result has seen its last result)
         # Tune calls this before it marks the trial TERMINATED
         state = "pruned" if (trial.last_result or {}).get("pruned") else "finished"
+        pace = ""
+        if self._live is None:  # no live table (output to a file or a pipe): the stage's progress on this line
+            self.on_step_end(iteration, trials, force=True)
+            for row in self._rows:  # (Tune marks it finished only after this call)
+                if row["id"] == trial.trial_id:
+                    row["state"] = state.upper() if state == "pruned" else "TERMINATED"
+            done = sum(r["state"] in FINISHED for r in self._rows)
+            pace = (f" ({done}/{self.num_trials} done, elapsed {duration(time.time() - self._started)}, "
+                    f"left {self._time_left(self._rows)})")
         self._log(f"{self._name(trial.config)} {state} after "
                   f"{self._round(trial.last_result or {})} evaluation(s): best {self.metric} "
-                  f"{'-' if best is None else f'{best:.2f}'}")
+                  f"{'-' if best is None else f'{best:.2f}'}{pace}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._log(f"[red]{self._name(trial.config)} failed[/red]: see {trial.path}/error.txt")
