@@ -42,7 +42,7 @@ TRIAL_COLUMNS = [  # the fixed part of trials.parquet; every metric of the last 
     *((name, pa.string()) for name in CATEGORICAL),
 ]
 RUN_COLUMNS = ("trial_id", "wall_s", "cpu_s", "gpu_s", "restarts", "node_ip", "node_id", "gpu_ids", "elapsed_s",
-               "time_total_s", "setup_s", "report_s")
+               "time_total_s", "setup_s", "report_s", "eval_s", "test_s")
 """Columns of trials.parquet (and history.parquet) that say when, where and how often a trial ran, not what it
 did: all that two runs of a reproducible search (--deterministic) may differ in."""
 HISTORY_COLUMNS = [("target", pa.string()), ("optuna_trial", pa.int64()), ("trial_id", pa.string()),

@@ -189,7 +189,9 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             metrics = {"step": state["step"], "lr": lr_at(config, state["step"] - 1),
                        **{k: v / n for k, v in running.items()}, **gradients}
             with average.applied(model):  # the averaged weights are what is scored and kept
+                scoring = time.perf_counter()
                 metrics.update(**dev_metrics(model, data, config, device, banks), **bank_stats(banks, config.sources))
+                metrics["eval_s"] = time.perf_counter() - scoring  # the tagging of the dev sets, on their own
                 metrics["collapse"] = collapsed(metrics, config)
                 running, state["elapsed"] = {}, elapsed_before + time.time() - started
                 metrics["elapsed_s"], metrics["setup_s"] = state["elapsed"], setup_s
@@ -266,7 +268,7 @@ def _finish(config, data, model, ckpt_dir, state, device, console, out, score_te
     Two rules that kept the same step share one scoring. score_test False (a search trial) skips the test sets
     and reads no weights: each rule's step and dev score are in the run's state.
     """
-    selected = {}
+    selected, began = {}, time.perf_counter()
     for selection in SELECTIONS:
         if not score_test:
             kept = state["best"][selection]
@@ -281,6 +283,7 @@ def _finish(config, data, model, ckpt_dir, state, device, console, out, score_te
             scores = test_metrics(model, data, config, device)
         selected[selection] = {"step": info["step"], "dev_score": info["score"], "test": scores}
     final = {"config": config.to_dict(), "steps": state["step"], "elapsed_s": state["elapsed"],
+             "test_s": time.perf_counter() - began if score_test else 0.0,
              "selection": config.selection, "test": selected[config.selection]["test"],
              "selected_by": selected, "history": state["history"],
              "collapsed": bool(state["history"] and state["history"][-1]["collapse"])}

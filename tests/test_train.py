@@ -54,6 +54,9 @@ def test_smoke_run_lowers_the_loss_and_writes_metrics_and_checkpoints(smoke_conf
     assert history[0]["beta"] == 0 and history[0]["tgt_c"] == 0
     assert history[-1]["beta"] == 1.0 and history[-1]["tgt_c"] > 0
     assert not any(h["collapse"] for h in history)  # the guard stays quiet on a normal run
+    # the seconds spent tagging: each evaluation's dev sets, and the test sets at the end, within the run's time
+    assert all(0 < h["eval_s"] < h["elapsed_s"] for h in history)
+    assert 0 < smoke_run["test_s"] and metrics["test_s"] == smoke_run["test_s"]
 
 
 def test_a_search_trial_writes_only_the_weights_its_search_reads(smoke_config, smoke_data, smoke_run, tmp_path):

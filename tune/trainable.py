@@ -132,7 +132,7 @@ def _scalars(metrics: dict) -> dict:
 def _test_scalars(final: dict) -> dict:
     """Test scores of the weights the run's selection rule keeps (`test_f1_de`), and of those each rule keeps
     (`test_f1_de_by_source_dev`): what choosing the checkpoint on the other dev set would have given."""
-    out = {"selected_step": final["selected_by"][final["selection"]]["step"]}
+    out = {"selected_step": final["selected_by"][final["selection"]]["step"], "test_s": final["test_s"]}
     for lang, scores in final["test"].items():
         for name in ("f1", "precision", "recall"):
             out[f"test_{name}_{lang}"] = scores[name]
