@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,20 +82,25 @@ def killed_search(command: list[str], env: dict, ready: Callable[[], bool], time
     most `timeout` s) and `settle` s more have passed; yields it ended, its stderr in `.stderr_text`. Whatever of
     its session is still alive when the block ends (Ray's processes outlive a killed driver; the block's own
     --resume may leave some too) is killed then."""
-    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
-    try:
-        deadline = time.time() + timeout
-        while time.time() < deadline and driver.poll() is None and not ready():
-            time.sleep(0.1)
-        time.sleep(settle)
-        assert driver.poll() is None, "the search ended before it could be stopped"
-        driver.send_signal(sig)
-        _, driver.stderr_text = driver.communicate(timeout=120)
-        yield driver
-    finally:
-        for pid in session_processes(driver.pid):
-            os.kill(pid, signal.SIGKILL)
+    # stderr to a file, not a pipe: Ray's processes inherit it and outlive a killed driver, so a pipe would not
+    # reach its end when the driver does
+    with tempfile.TemporaryFile("w+") as stderr:
+        driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                  start_new_session=True)
+        try:
+            deadline = time.time() + timeout
+            while time.time() < deadline and driver.poll() is None and not ready():
+                time.sleep(0.1)
+            time.sleep(settle)
+            assert driver.poll() is None, "the search ended before it could be stopped"
+            driver.send_signal(sig)
+            driver.wait(timeout=120)
+            stderr.seek(0)
+            driver.stderr_text = stderr.read()
+            yield driver
+        finally:
+            for pid in session_processes(driver.pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def reported(progress: str | Path, rounds: int = 1) -> Callable[[], bool]:
