@@ -843,6 +843,9 @@ def test_sigterm_ends_a_search_and_a_copy_of_its_folder_resumes_in_place(tmp_pat
                        search_env(tmp_path / "cache"), reported(out / "ray/experiments/search-de/*/progress.csv"),
                        timeout=180, sig=signal.SIGTERM) as driver:
         stderr = driver.stderr_text
+        deadline = time.time() + 30  # Ray's processes end just after the driver that shut them down
+        while session_processes(driver.pid) and time.time() < deadline:
+            time.sleep(0.2)
         left = session_processes(driver.pid)
     assert driver.returncode == 143, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == \
