@@ -133,6 +133,10 @@ def report(args, seeds: list[int], searches: dict[tuple[str, int], dict]) -> Non
         per_seed.append(f"| {seed} | {paper['best_dev_f1']:.2f} | {statistics.fmean(paper['test_f1']):.2f} | "
                         f"{wide['best_dev_f1']:.2f} | {statistics.fmean(wide['test_f1']):.2f} | {gap:+.2f} | "
                         f"{chosen(wide)} |")
+    from pram.stats import compare_seeds
+
+    paired = compare_seeds([statistics.fmean(searches["wide", seed]["test_f1"]) for seed in seeds],
+                           [statistics.fmean(searches["paper", seed]["test_f1"]) for seed in seeds])
     command = "python benchmarks/search_space.py " + " ".join(sys.argv[1:])
     text = "\n".join([
         "# Which search space: `paper` against `wide` (issue 22)", "",
@@ -146,9 +150,9 @@ def report(args, seeds: list[int], searches: dict[tuple[str, int], dict]) -> Non
         "Per search seed:", "",
         f"| search seed | `paper` best {targets[0]} dev F1 | `paper` test F1 | `wide` best dev F1 | `wide` test F1 | "
         "wide - paper, test | the setting `wide` chose |", "|---|---|---|---|---|---|---|", *per_seed, "",
-        f"`wide` minus `paper` on test, paired by search seed: {mean_sd(gaps)}; `wide` ahead in "
-        f"{sum(g > 0 for g in gaps)} of {len(gaps)}. fANOVA below 20 complete trials (the dashboard's threshold) "
-        "says little.", "",
+        f"`wide` minus `paper` on test, paired by search seed (mean [95% interval]): {paired.interval()}: "
+        f"{paired.verdict}; `wide` ahead in {sum(g > 0 for g in gaps)} of {len(gaps)}. fANOVA below 20 complete "
+        "trials (the dashboard's threshold) says little.", "",
         *notes, ""])
     from pram.files import write_atomically
 
