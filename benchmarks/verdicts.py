@@ -40,9 +40,9 @@ def target_f1(runs: list[dict], target: str, selection: str) -> dict[tuple[str, 
             if (r["target"], r["selection"], r["lang"]) == (target, selection, target)}
 
 
-def experiment_rows() -> list[list[str]]:
+def experiment_rows(under: Path = RESULTS) -> list[list[str]]:
     rows = []
-    for table in sorted(RESULTS.glob(f"**/{RUNS}")):
+    for table in sorted(under.glob(f"**/{RUNS}")):
         runs = pq.read_table(table).to_pylist()
         folder = str(table.parent.relative_to(RESULTS))
         for target in dict.fromkeys(r["target"] for r in runs):
@@ -180,6 +180,37 @@ def refresh_search_summaries() -> list[str]:
     return changed
 
 
+def refresh_readmes(header: list[str]) -> list[str]:
+    """Each results folder whose README.md discusses `pram experiment` runs (a runs.parquet under it) opens with
+    this folder's rows of the verdict table, between markers that a later run replaces. Returns the files."""
+    import re
+
+    changed = []
+    for readme in sorted(RESULTS.glob(f"*/{'README.md'}")):
+        rows = experiment_rows(readme.parent)
+        if not rows:
+            continue
+        from common import table
+
+        block = "\n".join([
+            "<!-- verdicts -->",
+            "> **How sure each comparison is**, from this folder's runs.parquet by `python benchmarks/verdicts.py` "
+            "(all folders: [VERDICTS.md](../VERDICTS.md)); where the text below gives a paired difference as "
+            "mean ± sd, the sd is the spread of the differences, not an interval.",
+            "",
+            table(header, rows),
+            "<!-- /verdicts -->"])
+        text = readme.read_text(encoding="utf-8")
+        if "<!-- verdicts -->" in text:
+            text = re.sub(r"<!-- verdicts -->.*?<!-- /verdicts -->", lambda _, new=block: new, text, flags=re.DOTALL)
+        else:
+            title, _, rest = text.partition("\n")
+            text = f"{title}\n\n{block}\n{rest}"
+        readme.write_text(text, encoding="utf-8")
+        changed.append(str(readme.relative_to(RESULTS)))
+    return changed
+
+
 def main() -> None:
     from common import command_line, table
 
@@ -209,6 +240,7 @@ def main() -> None:
     print(text)
     print("paired tables written again with intervals:", ", ".join(refresh_summaries()) or "none")
     print("verdict lines added to search summaries:", ", ".join(refresh_search_summaries()) or "none")
+    print("verdict tables at the top of:", ", ".join(refresh_readmes(header)) or "none")
 
 
 if __name__ == "__main__":
