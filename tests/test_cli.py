@@ -77,3 +77,12 @@ def test_no_import_circle_and_no_sys_path_edit():
     edits = [str(p.relative_to(root)) for p in root.rglob("*.py") if ".venv" not in p.parts
              and p.name != "test_cli.py" and "sys.path" in p.read_text(encoding="utf-8")]
     assert edits == []
+
+
+def test_the_search_help_states_each_presets_defaults():
+    from tune.settings import SEARCH_DEFAULTS
+
+    text = " ".join(search_parser().format_help().split())
+    for name, d in SEARCH_DEFAULTS.items():
+        assert f"{name} {d['num_samples']} trials a target, {d['final_seeds']} final seeds" in text
+    assert "laptop 4 trials a target, 2 final seeds, FIFO (no early stopping), 150 steps a trial" in text

@@ -17,6 +17,7 @@ import argparse
 import json
 import signal
 import sys
+import textwrap
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -35,15 +36,26 @@ NOT_FLAGS = {"dataset", "sources", "target", "eval_languages", "data_dir", "cach
              "threads", "selection", "seed"}
 
 
+def preset_defaults() -> str:
+    """What a search does with each preset, for --help (from SEARCH_DEFAULTS, so that it cannot drift)."""
+    said = []
+    for name, d in SEARCH_DEFAULTS.items():
+        train = d["train"]
+        steps = f", {train['max_steps']} steps a trial" if "max_steps" in train else ""
+        said.append(f"{name} {d['num_samples']} trials a target, {d['final_seeds']} final seeds, "
+                    f"{d['scheduler'].upper() if d['scheduler'] != 'fifo' else 'FIFO (no early stopping)'}{steps}")
+    return "; ".join(said)
+
+
 def build_parser(prog: str = "tune/search.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Search PRAM's hyper-parameters with Optuna TPE on Ray Tune, one study per target language "
+        description=textwrap.fill(
+                    "Search PRAM's hyper-parameters with Optuna TPE on Ray Tune, one study per target language "
                     "(ASHA stops weak trials early on the smoke and paper presets; on the laptop preset every "
                     "trial trains to the end, --scheduler fifo), then retrain each target's best settings with "
                     "--final-seeds seeds beside the no-APC baseline and report test F1 beside the paper's. "
-                    "Per preset: smoke 4 trials, 2 final seeds, ASHA; laptop 4 trials, 2 final seeds, FIFO, 150 "
-                    "steps a trial; paper 40 trials, 5 final seeds, ASHA.",
+                    f"Per preset: {preset_defaults()}.", 100),
         epilog="searched by default (--space paper: the paper's ranges, Appendix A): tau 0.15:0.25, lam "
                "0.8:0.99, alpha and beta 0.5:1.5 (conll) or 1.0:3.0 (wikiann), gamma 1.0,1.5,2.0.\n"
                "a space file (--space FILE.yaml; tune/spaces/ holds paper-* and wide-*), one line a setting:\n"
