@@ -89,6 +89,17 @@ def test_the_shipped_spaces_load_and_paper_is_appendix_a(dataset):
         TrainConfig(**c)
 
 
+def test_the_tuning_space_names_the_averages_and_draws_valid_configs():
+    """tune/spaces/tuning-conll.yaml (issue 45): `none` of a named setting is a name, not a missing value."""
+    space = load_space(space_path(str(space_path("paper", "conll").parent / "tuning-conll.yaml"), "conll"))
+    assert space["average"] == Choice(("none", "ema", "tail"))
+    assert space["lr"] == Interval(5e-5, 4e-4, log=True) and space["frozen_layers"] == Interval(3, 6, integer=True)
+    drawn = draws(space, n=40, sampler="random")
+    assert {c["average"] for c in drawn} == {"none", "ema", "tail"}
+    for c in drawn:
+        TrainConfig(**c)
+
+
 def test_a_condition_on_none_and_a_conditional_choice_are_drawn_when_they_hold():
     ranges = parse_space("gamma: [1.0, none]\n"
                          "tau: {low: 0.1, high: 0.2, when: {gamma: none}}\n"

@@ -205,7 +205,10 @@ def _number(name: str, value, key: str) -> float | int:
 
 
 def _value(name: str, value):
-    """One choice (or a fixed value) for `name`, of the setting's type."""
+    """One choice (or a fixed value) for `name`, of the setting's type. A named setting's `none` is a name
+    (`average: [none, ema]`); a number's is None, where the setting allows it."""
+    if name in CATEGORICAL and isinstance(value, str):
+        return value
     if value is None or (isinstance(value, str) and value.lower() == "none"):
         if name not in NULLABLE:
             raise ValueError(f"none is not a value of {name} (only {', '.join(NULLABLE)} can be none)")
