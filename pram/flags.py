@@ -10,10 +10,10 @@ from pram.config import CHOICES, DEFAULT_PRESET, FIELD_GROUPS, PRESETS, TrainCon
 
 
 def add_config_flags(parser, skip=frozenset(), dest_prefix: str = "", show_default: bool = True,
-                     grouped: bool = False) -> None:
+                     grouped: bool = False, title: str = "") -> None:
     """One flag per TrainConfig field not in `skip`, its help the field's docstring, the values it takes listed
     where they are a fixed set (config.CHOICES). grouped: in --help sections (config.FIELD_GROUPS, then
-    "advanced"); else all on `parser` (which may itself be a group).
+    "advanced", each titled `title` + its name); else all on `parser` (which may itself be a group).
 
     A flag not given is absent from the parsed namespace (argparse.SUPPRESS), so `--gamma none` sets a value
     instead of reading as "not given".
@@ -21,7 +21,7 @@ def add_config_flags(parser, skip=frozenset(), dest_prefix: str = "", show_defau
     docs = field_docs()
     groups = {}
     if grouped:
-        groups = {name: parser.add_argument_group(name) for name in (*FIELD_GROUPS, "advanced")}
+        groups = {name: parser.add_argument_group(title + name) for name in (*FIELD_GROUPS, "advanced")}
     where = {f: name for name, names in FIELD_GROUPS.items() for f in names}
     for f in fields(TrainConfig):
         if f.name in skip:

@@ -38,6 +38,17 @@ def test_pram_train_help_is_in_sections():
     assert "--lr-schedule {constant,linear}" in text and "--average {none,ema,tail}" in text
 
 
+def test_the_search_help_is_in_sections_and_its_training_flags_in_pram_trains():
+    text = search_parser().format_help()
+    sections = ["what to search:", "where it runs (a laptop's cores by default, or a Ray cluster):",
+                "files, checkpoints and --resume:", *(f"every trial's training: {name}:" for name in
+                                                      ("data", "model", "schedule", "evaluation", "advanced"))]
+    for section in sections:
+        assert f"\n{section}\n" in text, section
+    assert text.index("\nwhat to search:\n") < text.index("  --dataset") < text.index("\nwhere it runs")
+    assert text.index("every trial's training: schedule:") < text.index("  --lr FLOAT")
+
+
 def test_no_import_circle_and_no_sys_path_edit():
     """Every import between pram/ and tune/ modules, read from the source (those inside functions too): no module
     reaches itself again, and nothing edits sys.path (benchmarks and tests import the installed packages)."""

@@ -58,7 +58,8 @@ def build_parser(prog: str = "tune/search.py") -> argparse.ArgumentParser:
                     f"Per preset: {preset_defaults()}.", 100),
         epilog="searched by default (--space paper: the paper's ranges, Appendix A): tau 0.15:0.25, lam "
                "0.8:0.99, alpha and beta 0.5:1.5 (conll) or 1.0:3.0 (wikiann), gamma 1.0,1.5,2.0.\n"
-               "a space file (--space FILE.yaml; tune/spaces/ holds paper-* and wide-*), one line a setting:\n"
+               "a space file (--space FILE.yaml; tune/spaces/ holds paper-*, wide-* and tuning-conll), one line a "
+               "setting:\n"
                "  tau: {low: 0.02, high: 0.3, log: true}\n"
                "  frozen_layers: {low: 0, high: 6}\n"
                "  gamma: [1.0, 1.5, 2.0, none]\n"
@@ -66,57 +67,60 @@ def build_parser(prog: str = "tune/search.py") -> argparse.ArgumentParser:
                "  proto_dim: {low: 32, high: 256, log: true, when: {proto_space: projection}}\n"
                "dashboards: optuna-dashboard sqlite:///<out>/optuna.db --host 127.0.0.1; "
                "tensorboard --logdir <out>/ray/experiments --host 127.0.0.1")
-    p.add_argument("--dataset", choices=("conll", "wikiann"), default=None,
+    search = p.add_argument_group("what to search")
+    cluster = p.add_argument_group("where it runs (a laptop's cores by default, or a Ray cluster)")
+    files = p.add_argument_group("files, checkpoints and --resume")
+    search.add_argument("--dataset", choices=("conll", "wikiann"), default=None,
                    help="corpus (required, but with --resume: the search's own)")
-    p.add_argument("--mode", choices=("single", "multi"), default=None,
+    search.add_argument("--mode", choices=("single", "multi"), default=None,
                    help="single: English is the source; multi: every other language of the corpus is one")
-    p.add_argument("--targets", default=None,
+    search.add_argument("--targets", default=None,
                    help="target languages, comma-separated, one study each (default: de,es,nl for conll; "
                         "ar,hi,zh for wikiann)")
-    p.add_argument("--preset", choices=tuple(PRESETS), default="laptop",
+    search.add_argument("--preset", choices=tuple(PRESETS), default="laptop",
                    help="training preset (pram/config.py): smoke (tiny random model), laptop (default: the "
                         "offline encoder on a CPU, with a shorter schedule for searching), paper (a GPU)")
-    p.add_argument("--smoke-test", action="store_true",
+    search.add_argument("--smoke-test", action="store_true",
                    help="tiny model on real sentences: --preset smoke, 4 trials, 2 at a time, 2 final seeds")
-    p.add_argument("--num-samples", type=int, default=None,
+    search.add_argument("--num-samples", type=int, default=None,
                    help="trials per target (default: 4 for smoke and laptop, 40 for paper)")
-    p.add_argument("--max-concurrent", type=int, default=None,
+    cluster.add_argument("--max-concurrent", type=int, default=None,
                    help="trials running at once (default: as many as the CPUs and GPUs allow; 2 for smoke)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0,
+    cluster.add_argument("--cpus-per-trial", type=float, default=1.0,
                    help="CPUs per trial, also its torch threads (default: 1; on 2 cores two 1-thread trials "
                         "train faster than one 2-thread trial)")
-    p.add_argument("--gpus-per-trial", type=float, default=None,
+    cluster.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs per trial; fractions share a GPU, e.g. 0.5 (default: 1 if Ray sees a GPU, "
                         "else 0)")
-    p.add_argument("--accelerator-type", default=None, metavar="MODEL",
+    cluster.add_argument("--accelerator-type", default=None, metavar="MODEL",
                    help="run trials only on nodes with this GPU model, as Ray names it (A10G, V100, A100, "
                         "H100, L4, T4...; clusters/aws.yaml declares it per node type); implies a GPU per "
                         "trial unless --gpus-per-trial says otherwise")
-    p.add_argument("--address", default=None,
+    cluster.add_argument("--address", default=None,
                    help="Ray cluster to use: auto (a running `ray start`), HOST:PORT of its head or "
                         "ray://HOST:PORT (default: start a local Ray with all cores)")
-    p.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS",
+    cluster.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS",
                    help="how long the checks before a search wait for --address and a remote --storage to "
                         "answer (default: 15)")
-    p.add_argument("--storage", default=None,
+    cluster.add_argument("--storage", default=None,
                    help="where Tune keeps trial results and checkpoints: a folder, or s3://... / gs://... "
                         "that every node reaches (default: <out>/ray/experiments)")
-    p.add_argument("--optuna-storage", choices=("sqlite", "journal"), default="sqlite",
+    files.add_argument("--optuna-storage", choices=("sqlite", "journal"), default="sqlite",
                    help="where Optuna keeps the studies: sqlite, <out>/optuna.db (default; what SQL tools read), "
                         "or journal, <out>/optuna.journal, Optuna's append-only journal file (5.9x less Optuna "
                         "time per trial at 1,000 trials: for searches of thousands of trials); optuna-dashboard "
                         "and pram report read both")
-    p.add_argument("--objective", choices=tuple(OBJECTIVE_METRICS), default="target-dev",
+    search.add_argument("--objective", choices=tuple(OBJECTIVE_METRICS), default="target-dev",
                    help="what the search maximises and the checkpoint is chosen on: target-dev F1 (the "
                         "paper's protocol; uses target labels) or source-dev F1 (strictly zero-resource)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the search's trials")
-    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+    search.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the search's trials")
+    search.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                    help="how trials' settings are proposed, all by Optuna in the same study (results, dashboards "
                         "and --resume work alike): tpe (TPE, default), random (uniform draws from the same "
                         "ranges, as Ray's basic variant generator makes), qmc (a scrambled Sobol sequence) or "
                         "gp (a Gaussian process fitted to the noisy objective; for up to a few hundred trials) "
                         "or cmaes (CMA-ES; a generation is about 10 trials: for searches of hundreds)")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
+    search.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="fifo (the laptop preset's default): train every trial to the end (no early stopping, "
                         "and no pruning of collapsed trials), since the laptop schedule's early evaluations "
                         "do not predict the last; asha (the smoke and paper presets' default): stop weak "
@@ -124,39 +128,39 @@ def build_parser(prog: str = "tune/search.py") -> argparse.ArgumentParser:
                         "Ray's synchronous HyperBand (brackets that keep a third of their trials at each rung, "
                         "pausing a trial until its bracket catches up; some brackets train every trial to the "
                         "end)")
-    p.add_argument("--rescore-top", type=int, default=0, metavar="K",
+    search.add_argument("--rescore-top", type=int, default=0, metavar="K",
                    help="before the final stage, train the K best trials of each target again with the next seed "
                         "and keep the one with the best mean objective over both seeds: fewer settings chosen by "
                         "a lucky seed, for K more trials (default: 0, off)")
-    p.add_argument("--final-seeds", type=int, default=None,
+    search.add_argument("--final-seeds", type=int, default=None,
                    help="seeds each target's best settings are retrained with; 0 skips it "
                         "(default: 2 for smoke and laptop, 5 for paper)")
-    p.add_argument("--space", default=None, metavar="NAME|FILE",
+    search.add_argument("--space", default=None, metavar="NAME|FILE",
                    help=f"the search space: {' or '.join(SHIPPED)} (tune/spaces/<name>-<dataset>.yaml) or a YAML "
                         "file in the same format (see below); default: paper. It is copied to <out>/space.yaml")
-    p.add_argument("--range", dest="ranges", action="append", default=[], metavar="NAME=SPEC",
+    search.add_argument("--range", dest="ranges", action="append", default=[], metavar="NAME=SPEC",
                    help="replace or add one setting of the space: NAME=LOW:HIGH (uniform), NAME=LOW:HIGH:log, "
                         "NAME=A,B,C (a choice, 'none' allowed for gamma) or NAME=V (fixed). NAME: any setting "
                         "a space file may name, e.g. --range tau=0.02:0.3:log --range lr=1e-5:3e-4:log "
                         "--range gamma=1.0,2.0 --range proto_space=hidden,projection")
-    p.add_argument("--deterministic", action="store_true",
+    search.add_argument("--deterministic", action="store_true",
                    help="the reproducible mode: the same seed gives the same trials, settings, early stops and "
                         "final table, also across a kill and --resume (one trial at a time, each proposed by a "
                         "sampler seeded by its trial number; slower: README, Reproducing a search)")
-    p.add_argument("--no-prune-collapsed", dest="prune_collapsed", action="store_false",
+    search.add_argument("--no-prune-collapsed", dest="prune_collapsed", action="store_false",
                    help="keep training trials whose target predictions collapsed (by default they are "
                         "stopped once past the grace period, like ASHA's losers)")
-    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+    search.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="retrain only PRAM in the final stage (by default the same seeds, steps and data are "
                         "also trained with --apc none, the no-APC baseline, so that the results set PRAM "
                         "against it on this machine)")
-    p.add_argument("--keep-checkpoints", action="store_true",
+    files.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every trial's checkpoints under <out>/ray/ (by default, once a target's "
                         "search has finished, its trials' weights are deleted when the final stage retrains "
                         "the best settings (the best trial's are kept when it does not), and each final run "
                         "keeps only the weights chosen on target dev and on source dev, not the last step's "
                         "weights and optimizer state that only resuming it needs)")
-    p.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
+    files.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
                    help="seconds of a trial between its resume checkpoints (default: 300; 0: at every "
                         "evaluation). A trial killed with the search, or retried after an error, goes on from "
                         "its last one, so at most this much of its training is redone; weights a run keeps "
@@ -164,19 +168,19 @@ def build_parser(prog: str = "tune/search.py") -> argparse.ArgumentParser:
                         "no trial, with the trial's last report or after this long), and HyperBand and "
                         "--keep-checkpoints checkpoint every evaluation. Each checkpoint costs a trial the "
                         "writing of its weights and optimizer state and Ray's copy of them")
-    p.add_argument("--max-failures", type=int, default=2,
+    files.add_argument("--max-failures", type=int, default=2,
                    help="times a trial that raised is retried from its last checkpoint (default: 2)")
-    p.add_argument("--out", default=None, help="results folder (default: results/<dataset>-<mode>-<preset>)")
-    p.add_argument("--resume", action="store_true",
+    files.add_argument("--out", default=None, help="results folder (default: results/<dataset>-<mode>-<preset>)")
+    files.add_argument("--resume", action="store_true",
                    help="continue the search in --out (or the default folder) with its saved settings: "
                         "finished trials are kept, running ones continue from their last checkpoint")
-    p.add_argument("--data-dir", default=None,
+    files.add_argument("--data-dir", default=None,
                    help="root of the corpora (default: $PRAM_DATA_DIR, ./data, ../shared/data)")
-    p.add_argument("--cache-dir", default=None,
+    files.add_argument("--cache-dir", default=None,
                    help="Arrow and encoder cache (default: $PRAM_CACHE_DIR, ~/.cache/pram)")
-    group = p.add_argument_group("training settings",
-                                 "override the preset for every trial (see pram/config.py)")
-    add_config_flags(group, skip=NOT_FLAGS | set(PAPER_SETTINGS), dest_prefix="train_", show_default=False)
+    # every trial's training settings, in `pram train --help`'s sections: they override the preset's
+    add_config_flags(p, skip=NOT_FLAGS | set(PAPER_SETTINGS), dest_prefix="train_", show_default=False,
+                     grouped=True, title="every trial's training: ")
     return p
 
 
