@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("experiment", help="repeated runs of APC variants x targets x seeds, summarised",
                         description="Run every combination of --variants, --targets and --seeds with the same "
                                     "steps and data, in parallel processes; write runs.parquet and summary.md "
-                                    "(mean and standard deviation of test F1, beside the paper's Table 5).")
+                                    "(test F1 beside the paper's Table 5, and each variant against --apc none "
+                                    "paired by seed: the mean difference, its 95%% interval and a verdict).")
     _add_train_args(ex)
     ex.add_argument("--variants", type=_csv, default=("both", "none"),
                     help="variants: APC sides (both, source, target, none) or names of --arm (default: both,none)")
