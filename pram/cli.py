@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run every combination of --variants, --targets and --seeds with the same "
                                     "steps and data, in parallel processes; write runs.parquet and summary.md "
                                     "(test F1 beside the paper's Table 5, and each variant against --apc none "
-                                    "paired by seed: the mean difference, its 95%% interval and a verdict).")
+                                    "paired by seed: the mean difference, its 95% interval and a verdict).")
     _add_train_args(ex)
     ex.add_argument("--variants", type=_csv, default=("both", "none"),
                     help="variants: APC sides (both, source, target, none) or names of --arm (default: both,none)")
