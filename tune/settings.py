@@ -10,11 +10,11 @@ from pram.results import OBJECTIVE_METRICS
 
 # What a search does by default with each preset. The laptop schedule is shorter than `pram train`'s laptop
 # preset, with a larger learning rate and shorter sentences: measured on 2 cores (me5-small, 1 thread a trial,
-# two at a time), a multi-source CoNLL trial takes about 3 minutes and reaches a German dev F1 of about 45.
-# The laptop search trains every trial to the end (fifo): on its schedule an evaluation at step 50 or 100 ranks
-# trials almost as chance would against their rank at 150 (Spearman rho 0.16 and 0.13 over 16 random trials;
-# the trial best at the end ranked 14th of 16 at the first rung, where ASHA would have stopped it:
-# results/BENCHMARKS.md, objective-noise). The paper preset keeps ASHA (longer trials, not measured here).
+# two at a time), a multi-source CoNLL trial takes 5-6 minutes and reaches a German dev F1 of about 50
+# (results/search-conll-multi-laptop-ema). The laptop search trains every trial to the end (fifo): on its schedule
+# an evaluation at step 50 or 100 does not predict the one at 150 (Spearman rho -0.07 [-0.57, +0.47] and 0.43
+# [-0.11, +0.78] over 16 random trials with the averaged objective: results/BENCHMARKS.md, objective-noise).
+# The paper preset keeps ASHA (longer trials, not measured here).
 SEARCH_DEFAULTS = {
     "smoke": dict(num_samples=4, max_concurrent=2, final_seeds=2, scheduler="asha", train={}),
     "laptop": dict(num_samples=4, max_concurrent=None, final_seeds=2, scheduler="fifo",
