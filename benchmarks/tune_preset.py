@@ -31,6 +31,8 @@ from pathlib import Path
 from common import resumable_search, table
 
 from pram.files import write_atomically
+from pram.results import BEST, OPTUNA_DB
+from pram.results import RUNS as RUNS_TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "tune-preset"
@@ -54,11 +56,11 @@ def search(trials: int) -> None:
         wall = resumable_search(out, "conll", mode, [
             *where[2:], "--space", SPACE, "--num-samples", str(trials), "--final-seeds", "0", "--seed", "0",
             *PRESET_SCHEDULE], capture=False)
-        best = json.loads((out / "best.json").read_text())["de"]
+        best = json.loads((out / BEST).read_text())["de"]
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name=f"conll-{mode}-de", storage=f"sqlite:///{out / 'optuna.db'}")
+        study = optuna.load_study(study_name=f"conll-{mode}-de", storage=f"sqlite:///{out / OPTUNA_DB}")
         found = {"search": name, "wall_s": round(wall, 1), "best": best["config"], "best_value": best["value"],
                  "trials": [{"value": t.value, "params": t.params} for t in study.trials if t.value is not None]}
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -84,17 +86,17 @@ def experiment(results: Path, dataset: str, targets: str, seeds: str, variants: 
 
 def confirm(seeds: str) -> None:
     import pyarrow.parquet as pq
+    from verdicts import target_f1
 
     from pram.stats import compare_seeds
 
     flags = tuned_flags()
     results = RESULTS / "confirm"
     experiment(results, "conll", "de,es,nl", seeds, ["both", "tuned"], [], [f"tuned={' '.join(flags)}"])
-    runs = pq.read_table(results / "runs.parquet").to_pylist()
+    runs = pq.read_table(results / RUNS_TABLE).to_pylist()
     rows = []
     for target in ("de", "es", "nl"):
-        f1 = {(r["variant"], r["seed"]): r["f1"] for r in runs
-              if (r["target"], r["selection"], r["lang"]) == (target, "target-dev", target)}
+        f1 = target_f1(runs, target, "target-dev")
         paired = sorted(s for v, s in f1 if v == "tuned" and ("both", s) in f1)
         c = compare_seeds([f1["tuned", s] for s in paired], [f1["both", s] for s in paired])
         rows.append([target, c.interval(), c.verdict])

@@ -185,13 +185,13 @@ def refresh_readmes(header: list[str]) -> list[str]:
     this folder's rows of the verdict table, between markers that a later run replaces. Returns the files."""
     import re
 
+    from common import table
+
     changed = []
-    for readme in sorted(RESULTS.glob(f"*/{'README.md'}")):
+    for readme in sorted(RESULTS.glob("*/README.md")):
         rows = experiment_rows(readme.parent)
         if not rows:
             continue
-        from common import table
-
         block = "\n".join([
             "<!-- verdicts -->",
             "> **How sure each comparison is**, from this folder's runs.parquet by `python benchmarks/verdicts.py` "

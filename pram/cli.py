@@ -321,5 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("pram", lambda: run(args), lambda: (
         "interrupted; `pram train --resume` continues from the last checkpoint", 130))
 
+
 if __name__ == "__main__":
     sys.exit(main())

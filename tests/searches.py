@@ -4,6 +4,7 @@ random model, each with its own Ray (a few seconds to start) and everything unde
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -105,11 +106,11 @@ def killed_search(command: list[str], env: dict, ready: Callable[[], bool], time
 
 def reported(progress: str | Path, rounds: int = 1) -> Callable[[], bool]:
     """killed_search's `ready`: a trial whose progress.csv (a glob) holds at least `rounds` reports."""
-    folder, pattern = Path(progress).anchor or ".", str(progress).lstrip("/")
-    return lambda: any(len(p.read_text().splitlines()) > rounds for p in Path(folder).glob(pattern))
+    return lambda: any(len(Path(p).read_text().splitlines()) > rounds for p in glob.glob(str(progress)))
 
 
-def file_hashes(folder: Path) -> dict[str, str]:
-    """Every file under a folder (links left out) -> its SHA-256: what "left unchanged" is checked against."""
+def file_hashes(folder: Path, links: bool = False) -> dict[str, str]:
+    """Every file under a folder -> its SHA-256: what "left unchanged" is checked against. Links to files are
+    followed with `links`, else left out (a Ray session's folder links to its files)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and (links or not p.is_symlink())}

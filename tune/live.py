@@ -130,7 +130,7 @@ class LiveView(Callback):
             self.on_step_end(iteration, trials, force=True)
             for row in self._rows:  # (Tune marks it finished only after this call)
                 if row["id"] == trial.trial_id:
-                    row["state"] = state.upper() if state == "pruned" else "TERMINATED"
+                    row["state"] = "PRUNED" if state == "pruned" else "TERMINATED"
             done = sum(r["state"] in FINISHED for r in self._rows)
             pace = (f" ({done}/{self.num_trials} done, elapsed {duration(time.time() - self._started)}, "
                     f"left {self._time_left(self._rows)})")
