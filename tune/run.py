@@ -188,6 +188,14 @@ def _target(s: Settings, out: Path, target: str, base: TrainConfig, ranges: dict
     rounds, grace = schedule(base, ranges)
     study_name = f"{s.dataset}-{s.mode}-{target}"
     searching = 1 if s.deterministic else concurrency  # the final stage's runs do not depend on each other
+    if s.warm_start:
+        from tune.study import warm_start
+
+        earlier = [(t, best[t]["config"]) for t in s.targets[:s.targets.index(target)] if best.get(t)]
+        added = warm_start(study_name, open_optuna_storage(storage), earlier)
+        if added:
+            Console(stderr=True).print(f"search {target}: its first trial(s) train the best settings of "
+                                       f"{', '.join(added)} (--warm-start)")
     grid = search_stage(s, target, base, data, ranges, storage, study_name, resources, searching, rounds, grace,
                         resume)
     study = optuna.load_study(study_name=study_name, storage=open_optuna_storage(storage))

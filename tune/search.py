@@ -132,6 +132,10 @@ def build_parser(prog: str = "tune/search.py") -> argparse.ArgumentParser:
                    help="before the final stage, train the K best trials of each target again with the next seed "
                         "and keep the one with the best mean objective over both seeds: fewer settings chosen by "
                         "a lucky seed, for K more trials (default: 0, off)")
+    search.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=False,
+                   help="with several targets, begin each target's search with the best settings of the targets "
+                        "searched before it (in --targets order; they count among its --num-samples trials and "
+                        "its sampler's start-up) (default: off)")
     search.add_argument("--final-seeds", type=int, default=None,
                    help="seeds each target's best settings are retrained with; 0 skips it "
                         "(default: 2 for smoke and laptop, 5 for paper)")
@@ -319,6 +323,7 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         keep_checkpoints=args.keep_checkpoints, checkpoint_every=args.checkpoint_every,
         connect_timeout=args.connect_timeout,
         deterministic=args.deterministic, optuna_storage=args.optuna_storage, rescore_top=args.rescore_top,
+        warm_start=args.warm_start,
         space=(args.space or "paper") if (args.space or "paper") in SHIPPED else str(space.resolve()),
         space_sha256=space_hash(space.read_text(encoding="utf-8")))
 

@@ -72,6 +72,9 @@ class Settings:
     rescore_top: int = 0
     """--rescore-top: the best trials of each target trained again with seed + 1, the best chosen on the mean
     (`tune.run.rescored_best`); 0 or 1: the best trial of the search as it stands."""
+    warm_start: bool = False
+    """--warm-start: each target's study begins with the best settings of the targets searched before it
+    (`tune.study.warm_start`), in --targets order."""
 
     @property
     def metric(self) -> str:

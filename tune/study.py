@@ -286,3 +286,19 @@ def settle(study: optuna.Study, results: list[tuple[dict, dict, bool]], metric: 
         state = tell(study, frozen.number, result, errored, metric)
         logger.info("Optuna trial %d was left RUNNING; now %s", frozen.number, state.name if state else "-")
     return {t.number: t.state for t in study.get_trials(deepcopy=False)}
+
+
+def warm_start(study_name: str, storage, earlier: list[tuple[str, dict]]) -> list[str]:
+    """--warm-start: enqueue each earlier target's best settings (`earlier`: (target, its best trial's params),
+    in --targets order) in this target's study, so that its first trials train them (Optuna's `ask` hands out
+    the WAITING trials first, lowest number first). A setting already in the study, waiting, running or finished
+    (a resumed search, or two targets that chose the same), is not enqueued again. Returns the targets whose
+    settings were enqueued now."""
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
+    added = []
+    for target, params in earlier:
+        before = len(study.get_trials(deepcopy=False))
+        study.enqueue_trial(params, user_attrs={"warm_start_from": target}, skip_if_exists=True)
+        if len(study.get_trials(deepcopy=False)) > before:
+            added.append(target)
+    return added
