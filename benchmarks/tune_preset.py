@@ -1,14 +1,15 @@
 """Tune the laptop preset with the project's own search, confirm the winner against the preset, then re-run the
 APC verdict on whichever preset stands (issue 45). Every step resumes where an earlier session stopped.
 
-    python benchmarks/tune_preset.py search  [--trials 24]      # the searches, one after the other
+    python benchmarks/tune_preset.py search  [--trials 24] [--searches en-de,multi-de]  # one after the other
     python benchmarks/tune_preset.py confirm [--seeds 0,1,2,3,4] # the best setting against the preset
     python benchmarks/tune_preset.py verdict                     # PRAM against --apc none on the standing preset
 
 search: `tune/search.py --space tune/spaces/tuning-conll.yaml` at the laptop preset's own schedule (400 steps,
 an evaluation every 100, whole training sets, 128 pieces a sentence, the target term from step 200), German
 target, single-source from English and multi-source from the other three; no final stage. Each finished search
-is kept as results/tune-preset/search-<name>.json (its best settings, every complete trial's value), to commit.
+is kept as results/tune-preset/search-<name>.json (its best settings, every complete trial's value and its
+target-dev F1 at each evaluation), to commit.
 
 confirm: the single-source search's best settings (every searched setting but the APC weights, which the verdict
 leaves to the paper's values) against the preset as it is, `pram experiment` on de, es and nl with the same
@@ -31,7 +32,7 @@ from pathlib import Path
 from common import resumable_search, table
 
 from pram.files import write_atomically
-from pram.results import BEST, OPTUNA_DB
+from pram.results import BEST, HISTORY, OPTUNA_DB
 from pram.results import RUNS as RUNS_TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,12 +47,16 @@ SEARCHES = {"en-de": ["--mode", "single", "--targets", "de"], "multi-de": ["--mo
 APC_WEIGHTS = {"tau", "lam", "alpha", "beta", "gamma"}
 
 
-def search(trials: int) -> None:
-    for name, where in SEARCHES.items():
+def search(trials: int, names: list[str]) -> None:
+    for name in names:
+        where = SEARCHES[name]
         kept = RESULTS / f"search-{name}.json"
-        if kept.is_file():
-            continue
         out = RUNS / name
+        if kept.is_file():
+            found = json.loads(kept.read_text())
+            if "rounds" not in found and (out / HISTORY).is_file():  # (a record from before "rounds")
+                write_atomically(kept, json.dumps({**found, "rounds": rounds(out)}, indent=1) + "\n")
+            continue
         mode = where[1]
         wall = resumable_search(out, "conll", mode, [
             *where[2:], "--space", SPACE, "--num-samples", str(trials), "--final-seeds", "0", "--seed", "0",
@@ -62,10 +67,22 @@ def search(trials: int) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(study_name=f"conll-{mode}-de", storage=f"sqlite:///{out / OPTUNA_DB}")
         found = {"search": name, "wall_s": round(wall, 1), "best": best["config"], "best_value": best["value"],
-                 "trials": [{"value": t.value, "params": t.params} for t in study.trials if t.value is not None]}
+                 "trials": [{"value": t.value, "params": t.params} for t in study.trials if t.value is not None],
+                 "rounds": rounds(out)}
         RESULTS.mkdir(parents=True, exist_ok=True)
         write_atomically(kept, json.dumps(found, indent=1) + "\n")
         print(f"{name}: best target dev F1 {best['value']:.2f} with {best['config']}")
+
+
+def rounds(out: Path) -> dict[str, dict[str, float]]:
+    """Each trial's target-dev F1 at each evaluation, {trial number: {step: F1}}: what ASHA's rungs would have
+    seen (benchmarks/rung_ranks.py reads them from the search's folder)."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, dict[str, float]] = {}
+    for row in pq.read_table(out / HISTORY).to_pylist():
+        found.setdefault(str(row["optuna_trial"]), {})[str(row["step"])] = row["target_dev_f1"]
+    return found
 
 
 def tuned_flags(name: str = "en-de") -> list[str]:
@@ -117,10 +134,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=("search", "confirm", "verdict"))
     parser.add_argument("--trials", type=int, default=24, help="trials of each search (default: 24)")
+    parser.add_argument("--searches", default=",".join(SEARCHES),
+                        help=f"which searches, in order (default: {','.join(SEARCHES)})")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the confirmation (default: 0-4)")
     parser.add_argument("--adopted", action="store_true", help="the verdict on the tuned settings")
     args = parser.parse_args()
-    {"search": lambda: search(args.trials), "confirm": lambda: confirm(args.seeds),
+    {"search": lambda: search(args.trials, args.searches.split(",")), "confirm": lambda: confirm(args.seeds),
      "verdict": lambda: verdict(args.adopted)}[args.stage]()
 
 
