@@ -20,7 +20,7 @@ from pathlib import Path
 from common import table, write_section
 from objective_noise import rho_interval
 
-from pram.results import HISTORY, RUN
+from pram.results import HISTORY, RUN, SPACE
 
 
 def rounds_of(out: Path, target: str, objective: str = "target_dev_f1") -> tuple[list[int], list[list[float]]]:
@@ -57,14 +57,19 @@ def main() -> None:
                      f"{rank:.0f} of {len(trials)}", "kept" if kept else "stopped",
                      f"{statistics.stdev(then):.2f}"])
     rows.append([len(steps), steps[-1], "-", f"1 of {len(trials)}", "-", f"{statistics.stdev(last):.2f}"])
-    train = run.get("train", {})
+    import yaml
+
+    searched = set(yaml.safe_load((args.search / SPACE).read_text()) or {})
+    train = {k: v for k, v in run.get("train", {}).items() if k not in searched}
+    train.update(r.split("=", 1) for r in run.get("ranges", []))  # --range NAME=SPEC overrides
     body = table(["round", "step", "Spearman rho with the last round [95% interval]",
                   "rank then of the trial best at the end", "ASHA at this rung (halving) would have",
                   "sd between trials"], rows) + (
         f"\n\nSearch: `{args.search.name}`, target {args.target}, {len(trials)} trials trained to the end "
-        f"(sampler {run.get('sampler')}, seed {run.get('seed')}, space {Path(run.get('space', '')).name}); the "
-        f"trial's schedule: {', '.join(f'{k}={v}' for k, v in sorted(train.items()))}. The best trial at the end "
-        f"scored {last[best]:.2f}.") + (f"\n\n{args.note}" if args.note else "")
+        f"(sampler {run.get('sampler')}, seed {run.get('seed')}, space {Path(run.get('space', '')).name}: "
+        f"{', '.join(sorted(searched))}); the trial's fixed settings beyond its preset's ({run.get('preset')}): "
+        f"{', '.join(f'{k}={v}' for k, v in sorted(train.items()))}. The best trial at the end scored "
+        f"{last[best]:.2f}.") + (f"\n\n{args.note}" if args.note else "")
     write_section(args.section, f"Rung ranks of a search trained to the end ({steps[-1]} steps)", body, 1)
     print(body)
 
