@@ -14,7 +14,9 @@ from pram.results import OBJECTIVE_METRICS
 # (results/search-conll-multi-laptop-ema). The laptop search trains every trial to the end (fifo): on its schedule
 # an evaluation at step 50 or 100 does not predict the one at 150 (Spearman rho -0.07 [-0.57, +0.47] and 0.43
 # [-0.11, +0.78] over 16 random trials with the averaged objective: results/BENCHMARKS.md, objective-noise).
-# The paper preset keeps ASHA (longer trials, not measured here).
+# On the laptop preset's 400 steps a rung predicts only from half the schedule on (0.17 at step 100, 0.53 at 200,
+# 0.57 at 300: results/BENCHMARKS.md, rung-ranks-400). The paper preset keeps ASHA (20,000 steps, its first rung
+# at step 10,500; not measured here: docs/search.md says which of its defaults are).
 SEARCH_DEFAULTS = {
     "smoke": dict(num_samples=4, max_concurrent=2, final_seeds=2, scheduler="asha", train={}),
     "laptop": dict(num_samples=4, max_concurrent=None, final_seeds=2, scheduler="fifo",
