@@ -887,6 +887,7 @@ def test_resume_refuses_settings_that_differ_from_the_search_and_takes_the_safe_
     assert resumed("--max-concurrent", "1", "--max-failures", "5").max_concurrent == 1
     for flags, named in [(["--targets", "de,es"], "--targets de,es (the search has ('de',))"),
                          (["--num-samples", "9"], "--num-samples 9 (the search has 4)"),
+                         (["--warm-start"], "--warm-start True (the search has False)"),
                          (["--lr", "0.01"], "--lr 0.01 (the search has the smoke preset's)"),
                          (["--dataset", "wikiann"], "--dataset wikiann (the search has conll)")]:
         with pytest.raises(UserError, match=re.escape(named)):
