@@ -18,7 +18,8 @@ interval; a setting is adopted only where it wins by more than its interval (the
 
 verdict: `pram experiment --variants both,none` on de, es, nl (5 seeds) and ar, hi, zh (3 seeds) with the
 preset's settings (or the adopted ones, --adopted), beside results/apc-geometry and results/apc-distant:
-results/tune-preset/verdict-{conll,wikiann}/.
+results/tune-preset/verdict-{conll,wikiann}/. With --adopted, PRAM's de/es/nl runs are the confirmation's `tuned`
+runs themselves (same settings, seeds and runs folder), so only their --apc none twins are trained.
 """
 
 from __future__ import annotations
@@ -92,10 +93,10 @@ def tuned_flags(name: str = "en-de") -> list[str]:
 
 
 def experiment(results: Path, dataset: str, targets: str, seeds: str, variants: list[str], flags: list[str],
-               arms: list[str] = ()) -> None:
+               arms: list[str] = (), runs: str | None = None) -> None:
     argv = [sys.executable, "-m", "pram.cli", "experiment", "--dataset", dataset, "--targets", targets,
             "--seeds", seeds, "--variants", ",".join(variants), "--parallel", "2", "--threads", "1",
-            "--runs-dir", str(RUNS / results.name), "--results", str(results), *flags]
+            "--runs-dir", str(RUNS / (runs or results.name)), "--results", str(results), *flags]
     for arm in arms:
         argv += ["--arm", arm]
     subprocess.run(argv, cwd=ROOT, check=True)
@@ -126,7 +127,13 @@ def confirm(seeds: str) -> None:
 
 def verdict(adopted: bool) -> None:
     flags = tuned_flags() if adopted else []
-    experiment(RESULTS / "verdict-conll", "conll", "de,es,nl", "0,1,2,3,4", ["both", "none"], flags)
+    if adopted:
+        # PRAM on the tuned settings is the confirmation's `tuned` arm, the same runs (the same configuration,
+        # in the same runs folder under the same name): only the --apc none arm is trained here.
+        experiment(RESULTS / "verdict-conll", "conll", "de,es,nl", "0,1,2,3,4", ["tuned", "none"], flags,
+                   [f"tuned={' '.join(flags)}"], runs="confirm")
+    else:
+        experiment(RESULTS / "verdict-conll", "conll", "de,es,nl", "0,1,2,3,4", ["both", "none"], flags)
     experiment(RESULTS / "verdict-wikiann", "wikiann", "ar,hi,zh", "0,1,2", ["both", "none"], flags)
 
 
