@@ -73,6 +73,42 @@ def search(trials: int, names: list[str]) -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         write_atomically(kept, json.dumps(found, indent=1) + "\n")
         print(f"{name}: best target dev F1 {best['value']:.2f} with {best['config']}")
+    write_readme()
+
+
+def write_readme() -> None:
+    """results/tune-preset/README.md from what has finished: each search's best settings and its five best trials,
+    then the confirmation's table if it has run."""
+    parts = ["# Tuning the laptop preset with the project's own search (issue 45)",
+             "Made by `python benchmarks/tune_preset.py search|confirm|verdict` (each stage resumes; this page is "
+             "rewritten after each). The searches: `tune/search.py --space tune/spaces/tuning-conll.yaml` at the "
+             f"laptop preset's schedule (`{' '.join(PRESET_SCHEDULE)}`), German target, Optuna TPE (seed 0; a "
+             "third of the trials random, then proposed), every trial trained to the end, scored on 1,000 German "
+             "dev sentences at its last evaluation."]
+    for name in SEARCHES:
+        kept = RESULTS / f"search-{name}.json"
+        if not kept.is_file():
+            parts.append(f"## Search {name}\n\nNot finished yet.")
+            continue
+        found = json.loads(kept.read_text())
+        names = sorted({k for t in found["trials"] for k in t["params"]})
+        top = sorted(found["trials"], key=lambda t: -t["value"])[:5]
+        rows = [[f"{t['value']:.2f}", *(_cell(t["params"].get(k)) for k in names)] for t in top]
+        values = [t["value"] for t in found["trials"]]
+        parts.append(f"## Search {name}\n\n{len(values)} trials in {found['wall_s'] / 3600:.1f} h; target dev F1 "
+                     f"from {min(values):.2f} to {max(values):.2f} (median {sorted(values)[len(values) // 2]:.2f}). "
+                     f"The five best (`{kept.name}` holds every trial and its score at each evaluation):\n\n"
+                     + table(["dev F1", *names], rows))
+    confirmed = RESULTS / "confirm" / "README.md"
+    if confirmed.is_file():
+        parts.append("## Confirmation\n\n" + confirmed.read_text().split("\n", 1)[1].strip())
+    write_atomically(RESULTS / "README.md", "\n\n".join(parts) + "\n")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "-" if value is None else str(value)
 
 
 def rounds(out: Path) -> dict[str, dict[str, float]]:
@@ -122,6 +158,7 @@ def confirm(seeds: str) -> None:
                         f"Tuned flags (from search-en-de.json, APC weights left at the paper's): `{' '.join(flags)}`",
                         table(["target", "tuned minus preset, test F1 [95% interval] (pairs)", "verdict"], rows)])
     write_atomically(results / "README.md", text + "\n")
+    write_readme()
     print(text)
 
 
