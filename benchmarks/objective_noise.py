@@ -47,17 +47,17 @@ OBJECTIVE = "target_dev_f1"
 
 def trial_flags() -> list[str]:
     """The laptop search's training settings, with --set's, as flags of `pram experiment` and the search."""
+    from pram.flags import config_flags
     from tune.settings import SEARCH_DEFAULTS
 
-    flags = []
-    for name, value in {**SEARCH_DEFAULTS["laptop"]["train"], **SETTINGS}.items():
-        flags += [f"--{name.replace('_', '-')}", str(value)]
-    return flags
+    return config_flags({**SEARCH_DEFAULTS["laptop"]["train"], **SETTINGS})
 
 
 def set_flags() -> list[str]:
     """--set's settings alone, as flags (the search applies the laptop search's own)."""
-    return [x for name, value in SETTINGS.items() for x in (f"--{name.replace('_', '-')}", str(value))]
+    from pram.flags import config_flags
+
+    return config_flags(SETTINGS)
 
 
 def setting(name: str) -> int:

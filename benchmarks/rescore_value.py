@@ -27,17 +27,11 @@ from pathlib import Path
 
 from common import table, write_section
 
+from pram.flags import config_flags
 from pram.results import RUN
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTIVE = "target_dev_f1"
-NOT_FLAGS = {"rescored_trial"}
-
-
-def flags_of(settings: dict) -> str:
-    """A trial's settings as flags of `pram train` (None as `none`)."""
-    return " ".join(f"--{k.replace('_', '-')} {'none' if v is None else v}" for k, v in settings.items()
-                    if k not in NOT_FLAGS)
 
 
 def run_arms(runs: Path, seed: int, arms: dict[str, dict], fixed: dict) -> dict[str, dict]:
@@ -46,9 +40,9 @@ def run_arms(runs: Path, seed: int, arms: dict[str, dict], fixed: dict) -> dict[
     argv = [sys.executable, "-m", "pram.cli", "experiment", "--preset", "laptop", "--dataset", "conll",
             "--source", "en", "--targets", "de", "--seeds", str(seed), "--variants", ",".join(arms),
             "--parallel", "2", "--threads", "1", "--runs-dir", str(runs), "--results", str(runs / f"results-{seed}"),
-            *flags_of(fixed).split()]
+            *config_flags(fixed)]
     for name, settings in arms.items():
-        argv += ["--arm", f"{name}={flags_of(settings)}"]
+        argv += ["--arm", f"{name}={' '.join(config_flags(settings))}"]
     subprocess.run(argv, cwd=ROOT, check=True)
     return {name: json.loads((runs / f"conll-en-to-de-{name}-seed{seed}" / "metrics.json").read_text())
             for name in arms}

@@ -23,16 +23,22 @@ from objective_noise import rho_interval
 from pram.results import HISTORY, RUN, SPACE
 
 
-def rounds_of(out: Path, target: str, objective: str = "target_dev_f1") -> tuple[list[int], list[list[float]]]:
-    """The evaluation steps, and each complete trial's objective at each of them."""
+def by_trial(out: Path, target: str, objective: str = "target_dev_f1") -> dict[int, dict[int, float]]:
+    """A search's objective for one target, {Optuna trial: {step: value}}, from its history.parquet."""
     import pyarrow.parquet as pq
 
-    by_trial: dict[int, dict[int, float]] = {}
+    found: dict[int, dict[int, float]] = {}
     for row in pq.read_table(out / HISTORY).to_pylist():
         if row["target"] == target:
-            by_trial.setdefault(row["optuna_trial"], {})[row["step"]] = row[objective]
-    steps = sorted({s for r in by_trial.values() for s in r})
-    return steps, [[r[s] for s in steps] for r in by_trial.values() if len(r) == len(steps)]
+            found.setdefault(row["optuna_trial"], {})[row["step"]] = row[objective]
+    return found
+
+
+def rounds_of(out: Path, target: str) -> tuple[list[int], list[list[float]]]:
+    """The evaluation steps, and each complete trial's objective at each of them."""
+    trials = by_trial(out, target)
+    steps = sorted({s for r in trials.values() for s in r})
+    return steps, [[r[s] for s in steps] for r in trials.values() if len(r) == len(steps)]
 
 
 def main() -> None:

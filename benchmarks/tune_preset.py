@@ -33,6 +33,7 @@ from pathlib import Path
 from common import resumable_search, table
 
 from pram.files import write_atomically
+from pram.flags import config_flags
 from pram.results import BEST, HISTORY, OPTUNA_DB
 from pram.results import RUNS as RUNS_TABLE
 
@@ -114,18 +115,15 @@ def _cell(value) -> str:
 def rounds(out: Path) -> dict[str, dict[str, float]]:
     """Each trial's target-dev F1 at each evaluation, {trial number: {step: F1}}: what ASHA's rungs would have
     seen (benchmarks/rung_ranks.py reads them from the search's folder)."""
-    import pyarrow.parquet as pq
+    from rung_ranks import by_trial
 
-    found: dict[str, dict[str, float]] = {}
-    for row in pq.read_table(out / HISTORY).to_pylist():
-        found.setdefault(str(row["optuna_trial"]), {})[str(row["step"])] = row["target_dev_f1"]
-    return found
+    return {str(n): {str(step): f1 for step, f1 in steps.items()} for n, steps in by_trial(out, "de").items()}
 
 
 def tuned_flags(name: str = "en-de") -> list[str]:
     """The flags of a search's best settings, the APC weights left out."""
     best = json.loads((RESULTS / f"search-{name}.json").read_text())["best"]
-    return [x for k, v in best.items() if k not in APC_WEIGHTS for x in (f"--{k.replace('_', '-')}", str(v))]
+    return config_flags({k: v for k, v in best.items() if k not in APC_WEIGHTS})
 
 
 def experiment(results: Path, dataset: str, targets: str, seeds: str, variants: list[str], flags: list[str],

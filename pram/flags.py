@@ -37,6 +37,16 @@ def add_config_flags(parser, skip=frozenset(), dest_prefix: str = "", show_defau
                             help=docs.get(f.name, "") + default)
 
 
+def config_flags(values: dict) -> list[str]:
+    """The flags that set these TrainConfig fields, as add_config_flags' parsers read them back: `--name value`,
+    None as `none` and booleans as `true`/`false`."""
+    words = []
+    for name, value in values.items():
+        text = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        words += [f"--{name.replace('_', '-')}", text]
+    return words
+
+
 def _bool(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
         return True

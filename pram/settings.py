@@ -69,6 +69,8 @@ def train_command(config: TrainConfig) -> str:
     as its flag (the run's folders, threads and device left to the user)."""
     import shlex
 
+    from pram.flags import config_flags
+
     base = preset(DEFAULT_PRESET)
     words = ["pram", "train", "--dataset", config.dataset]
     if len(config.sources) > 1:
@@ -79,11 +81,8 @@ def train_command(config: TrainConfig) -> str:
                    if lang != config.target and lang not in config.sources)
     if tuple(config.eval_languages) != others:  # the CLI's default: every other language of the corpus
         words += ["--eval-languages", ",".join(config.eval_languages)]
-    for name, value in config.to_dict().items():
-        if name in skip or name == "eval_languages" or value == getattr(base, name):
-            continue
-        text = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-        words += [f"--{name.replace('_', '-')}", text]
+    words += config_flags({name: value for name, value in config.to_dict().items()
+                           if name not in skip and name != "eval_languages" and value != getattr(base, name)})
     return " ".join(shlex.quote(w) for w in words)
 
 
